@@ -1,0 +1,355 @@
+"""``kldm``: the command-line interface. Thin: it parses and validates, the library does the work.
+
+Bad input (a file with a missing key, a mask that does not fit, an unknown value) ends with one
+line ``kldm: error: <file>: <problem>`` on stderr and exit code 2, and leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from kspace_ldm import __version__
+from kspace_ldm.errors import KldmError
+
+EXIT_BAD_INPUT = 2
+
+
+def _handle_errors(fn):
+    """Turn the package's input errors into a one-line message and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KldmError as err:
+            click.echo(f"kldm: error: {err}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+
+    return wrapper
+
+
+def _floats(text: str, name: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated numbers, got {text!r}", param_hint=name
+        ) from None
+    if not values:
+        raise click.BadParameter("no value given", param_hint=name)
+    return values
+
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(
+            f"expected HxW, e.g. 640x368, got {text!r}", param_hint="--shape"
+        ) from None
+    if h < 8 or w < 8:
+        raise click.BadParameter(f"k-space size {h}x{w} is too small", param_hint="--shape")
+    return h, w
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kspace-ldm")
+def main() -> None:
+    """kspace-ldm: accelerated MRI reconstruction with latent diffusion in k-space.
+
+    Research software: not for clinical or diagnostic use.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the information as JSON.")
+def info(as_json: bool) -> None:
+    """Print the version, the torch it was built against, CUDA kernels and the CMake package."""
+    import torch
+
+    from kspace_ldm.ops import build_info
+
+    b = build_info()
+    b["torch_running"] = torch.__version__
+    b["cuda_available"] = torch.cuda.is_available()
+    if as_json:
+        click.echo(json.dumps(b, indent=2))
+        return
+    cuda = f"yes (sm: {b['cuda_archs']})" if b["cuda"] else "no (CPU kernels only)"
+    lines = [
+        f"kspace-ldm        {b['version']}",
+        f"torch (built)     {b['torch_version']}",
+        f"torch (running)   {b['torch_running']}  (CUDA device available: {b['cuda_available']})",
+        f"CUDA kernels      {cuda}",
+        f"compiler          {b['compiler']}  (built {b['build_date']})",
+        f"library           {b['library']}",
+        f"CMake package     {b['cmake_config']}",
+        f"CMAKE_PREFIX_PATH {b['cmake_prefix_path']}",
+        f"ops               {', '.join(b['ops'])}",
+    ]
+    click.echo("\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------------
+@main.group()
+def data() -> None:
+    """Generate and inspect fastMRI-format data."""
+
+
+@data.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--train", "n_train", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--val", "n_val", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--test", "n_test", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--coils",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="1: single-coil (ESC-like) files; >1: multi-coil files.",
+)
+@click.option("--shape", default="640x368", show_default=True, help="k-space size HxW.")
+@click.option("--recon-size", type=click.IntRange(min=8), default=320, show_default=True)
+@click.option("--slices", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@_handle_errors
+def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed) -> None:
+    """Write synthetic fastMRI-format volumes (random anatomical phantoms) into OUT."""
+    from kspace_ldm.data.synth import synth_dataset
+
+    h, w = _shape(shape)
+    if n_train + n_val + n_test == 0:
+        raise click.UsageError("nothing to generate: give --train, --val and/or --test")
+    if recon_size > min(h, w):
+        raise click.BadParameter(
+            f"{recon_size} exceeds the k-space size {h}x{w}", param_hint="--recon-size"
+        )
+    written = synth_dataset(
+        out,
+        n_train,
+        n_val,
+        n_test,
+        coils=coils,
+        shape=(h, w),
+        recon_size=recon_size,
+        slices=slices,
+        seed=seed,
+        progress=True,
+    )
+    for split, paths in written.items():
+        if paths:
+            click.echo(f"{split}: {len(paths)} volumes in {paths[0].parent}")
+
+
+@data.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--png",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a preview PNG (image and log k-space) of one slice.",
+)
+@click.option("--slice", "slice_idx", type=int, default=None, help="Slice of the preview.")
+@_handle_errors
+def inspect(file, png, slice_idx) -> None:
+    """Print the keys, shapes, attributes and header sizes of a fastMRI file."""
+    from kspace_ldm.data.inspect import inspect_file, preview_png
+
+    click.echo(inspect_file(file))
+    if png is not None:
+        preview_png(file, png, slice_idx=slice_idx)
+        click.echo(f"preview: {png}")
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--sampler",
+    type=click.Choice(["zero-filled"]),
+    default="zero-filled",
+    show_default=True,
+    help="Reconstruction method (diffusion samplers: later).",
+)
+@click.option(
+    "--mask",
+    "mask_type",
+    default="random",
+    show_default=True,
+    type=click.Choice(
+        [
+            "random",
+            "equispaced",
+            "equispaced_fraction",
+            "magic",
+            "magic_fraction",
+            "poisson_disc",
+            "gaussian",
+        ]
+    ),
+)
+@click.option(
+    "--accel",
+    default="4",
+    show_default=True,
+    help="Acceleration(s), comma-separated; one is chosen per volume.",
+)
+@click.option(
+    "--center-fraction",
+    default="0.08",
+    show_default=True,
+    help="Centre fraction(s), comma-separated, paired with --accel.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Mask seed for every file (default: seeded by file name, as fastMRI).",
+)
+@click.option("--png", is_flag=True, help="Write a PNG preview of each volume's middle slice.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="Slices reconstructed together.",
+)
+@_handle_errors
+def recon(
+    input_path, out_dir, sampler, mask_type, accel, center_fraction, seed, png, device, batch_size
+) -> None:
+    """Reconstruct a fastMRI file or folder INPUT into fastMRI submission files in OUT."""
+    from kspace_ldm.recon import ReconOptions, reconstruct
+
+    opts = ReconOptions(
+        sampler=sampler,
+        mask_type=mask_type,
+        accelerations=tuple(_floats(accel, "--accel")),
+        center_fractions=tuple(_floats(center_fraction, "--center-fraction")),
+        seed=seed,
+        png=png,
+        device=device,
+        batch_size=batch_size,
+    )
+    reports = reconstruct(input_path, out_dir, opts)
+    secs = sum(r.seconds for r in reports)
+    slices = sum(r.slices for r in reports)
+    eff = sum(r.effective_acceleration for r in reports) / len(reports)
+    click.echo(
+        f"{len(reports)} volumes, {slices} slices -> {out_dir} "
+        f"({secs / max(slices, 1):.3f} s/slice, mean effective acceleration {eff:.2f})"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.option(
+    "--pred",
+    "pred_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option(
+    "--target",
+    "target_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option(
+    "--challenge",
+    type=click.Choice(["singlecoil", "multicoil"]),
+    default=None,
+    help="Target key: reconstruction_esc (singlecoil) or _rss (default: from the file).",
+)
+@click.option(
+    "--acquisition",
+    type=click.Choice(["CORPD_FBK", "CORPDFS_FBK"]),
+    default=None,
+    help="Only volumes of this acquisition.",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--lpips",
+    "use_lpips",
+    is_flag=True,
+    help="Add LPIPS (needs the lpips extra and its backbone weights on disk).",
+)
+@_handle_errors
+def evaluate(
+    pred_dir, target_dir, challenge, acquisition, json_path, csv_path, md_path, use_lpips
+) -> None:
+    """fastMRI-protocol NMSE / PSNR / SSIM per volume of the reconstructions in PRED."""
+    from kspace_ldm.evaluate import evaluate_folders
+    from kspace_ldm.metrics import lpips_status
+
+    if use_lpips:
+        ok, why = lpips_status()
+        if not ok:
+            raise click.UsageError(f"LPIPS unavailable: {why}")
+    result = evaluate_folders(
+        pred_dir,
+        target_dir,
+        challenge=challenge,
+        acquisition=acquisition,
+        lpips=use_lpips,
+        progress=True,
+    )
+    click.echo(result.format_table())
+    for path, write in (
+        (json_path, result.to_json),
+        (csv_path, result.to_csv),
+        (md_path, result.to_markdown),
+    ):
+        if path is not None:
+            write(path)
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo_out"),
+    show_default=True,
+)
+@click.option(
+    "--accel",
+    "accels",
+    default="4,8",
+    show_default=True,
+    help="Accelerations to run (centre fraction 0.08 at 4x, 0.04 at 8x).",
+)
+@click.option("--coils", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--volumes", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--slices", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--seed", type=int, default=1000, show_default=True)
+@_handle_errors
+def demo(out_dir, accels, coils, volumes, slices, seed) -> None:
+    """Synthetic held-out volumes -> undersample -> reconstruct -> evaluate -> panel and table."""
+    from kspace_ldm.demo import run_demo
+
+    summary = run_demo(
+        out_dir,
+        accelerations=[int(a) for a in _floats(accels, "--accel")],
+        coils=coils,
+        volumes=volumes,
+        slices=slices,
+        seed=seed,
+    )
+    click.echo(summary.table)
+    click.echo(f"panel:   {summary.panel}\nmetrics: {summary.markdown} and {summary.json}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,156 @@
+"""``kldm recon``: reconstruct fastMRI files into fastMRI submission files.
+
+Each input volume is undersampled with one mask for all its slices (seeded from the file name, as
+fastMRI does, so every method sees the same mask), or, for fastMRI test-set files, with the mask
+stored in the file. The reconstruction is written as ``reconstruction`` ``[slices, R, R]`` float32,
+``R`` the header's recon size (320 for fastMRI), under the input's file name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from kspace_ldm.data.fastmri import FastMRIFile, list_h5_files, write_reconstruction
+from kspace_ldm.data.masks import MaskResult, apply_mask, create_mask, seed_from_filename
+from kspace_ldm.errors import InputError
+from kspace_ldm.physics.transforms import zero_filled
+from kspace_ldm.viz import save_png
+
+SAMPLERS = ("zero-filled",)  # the diffusion samplers (cgs, cgs-ref) arrive with the trained models
+
+
+@dataclass(frozen=True)
+class ReconOptions:
+    """How to undersample and reconstruct.
+
+    Attributes:
+        sampler: reconstruction method; one of :data:`SAMPLERS`.
+        mask_type: fastMRI mask name (``random``, ``equispaced``, ``equispaced_fraction``,
+            ``magic``, ``magic_fraction``) or a 2-D type (``poisson_disc``, ``gaussian``).
+        accelerations / center_fractions: as fastMRI's mask functions (one pair chosen per file).
+        seed: None -> per-file seed ``tuple(map(ord, file_name))`` (fastMRI's validation
+            protocol); an int -> that seed for every file.
+        png: also write a preview PNG of the middle slice per volume into ``out/png``.
+        device: torch device of the computation.
+        batch_size: slices processed together (memory: one batch of k-space at a time).
+    """
+
+    sampler: str = "zero-filled"
+    mask_type: str = "random"
+    accelerations: Sequence[float] = (4,)
+    center_fractions: Sequence[float] = (0.08,)
+    seed: int | None = None
+    png: bool = False
+    device: str = "cpu"
+    batch_size: int = 8
+
+
+@dataclass
+class ReconReport:
+    """What happened to one file."""
+
+    source: Path
+    output: Path
+    slices: int
+    seconds: float
+    acceleration: float | None
+    effective_acceleration: float
+    used_file_mask: bool
+    extra: dict = field(default_factory=dict)
+
+
+def volume_mask(f: FastMRIFile, options: ReconOptions) -> tuple[np.ndarray, MaskResult | None]:
+    """The sampling mask of a volume: one mask for all its slices.
+
+    Returns:
+        (mask, mask_result): bool ``[W]`` (or ``[H, W]`` for 2-D masks) before the acquired-window
+        padding is applied; ``mask_result`` is None when the file's own mask was used (fastMRI
+        test-set files, whose k-space is already undersampled).
+    """
+    if f.has_mask:
+        return f.mask, None
+    func = create_mask(options.mask_type, options.center_fractions, options.accelerations)
+    seed = seed_from_filename(f.path.name) if options.seed is None else options.seed
+    result = func(f.kspace_shape, seed=seed)
+    return result.mask, result
+
+
+def undersample_slices(
+    f: FastMRIFile, mask: np.ndarray, start: int, stop: int, device: str = "cpu"
+) -> tuple[torch.Tensor, np.ndarray]:
+    """Masked k-space of slices ``start:stop``, read one slice at a time (never the whole file).
+
+    Returns:
+        (masked, mask_used): ``[stop - start, (C,) H, W]`` complex64 on ``device``, unacquired
+        samples zero; the bool mask after removing columns outside the acquired window.
+    """
+    hdr = f.header
+    kspace = torch.stack([torch.from_numpy(f.read_kspace(i)) for i in range(start, stop)])
+    masked, used = apply_mask(
+        kspace.to(device), mask, (hdr.padding_left, hdr.padding_right), source=f.path
+    )
+    return masked, np.asarray(used.cpu() if isinstance(used, torch.Tensor) else used)
+
+
+def recon_size(f: FastMRIFile) -> tuple[int, int]:
+    """Output image size: the header's recon matrix, clipped to the k-space grid."""
+    rx, ry = f.header.recon_size[:2]
+    h, w = f.kspace_shape[-2:]
+    return min(rx, h), min(ry, w)
+
+
+def reconstruct_file(path: str | Path, out_dir: str | Path, options: ReconOptions) -> ReconReport:
+    """Reconstruct one fastMRI file into ``out_dir/<same name>``."""
+    if options.sampler not in SAMPLERS:
+        raise InputError(
+            None, f"unknown sampler {options.sampler!r} (available: {', '.join(SAMPLERS)})"
+        )
+    path = Path(path)
+    t0 = time.perf_counter()
+    with FastMRIFile(path) as f:
+        mask, result = volume_mask(f, options)
+        crop = recon_size(f)
+        coil_dim = 1 if f.is_multicoil else None
+        recon = np.empty((f.num_slices, *crop), dtype=np.float32)
+        for start in range(0, f.num_slices, options.batch_size):
+            stop = min(start + options.batch_size, f.num_slices)
+            masked, mask_used = undersample_slices(f, mask, start, stop, options.device)
+            image = zero_filled(masked, crop=crop, coil_dim=coil_dim)  # [b, R, R] float32
+            recon[start:stop] = image.float().cpu().numpy()
+        mask = mask_used
+        attrs = {
+            "sampler": options.sampler,
+            "acceleration_nominal": float(result.acceleration) if result else float("nan"),
+            "effective_acceleration": float(mask.size / max(int(mask.sum()), 1)),
+        }
+        out = write_reconstruction(Path(out_dir) / path.name, recon, attrs=attrs)
+        if options.png:
+            mid = recon.shape[0] // 2
+            save_png(recon[mid], Path(out_dir) / "png" / f"{path.stem}.png")
+        return ReconReport(
+            source=path,
+            output=out,
+            slices=recon.shape[0],
+            seconds=time.perf_counter() - t0,
+            acceleration=float(result.acceleration) if result else f.acceleration,
+            effective_acceleration=attrs["effective_acceleration"],
+            used_file_mask=result is None,
+        )
+
+
+def reconstruct(
+    input_path: str | Path, out_dir: str | Path, options: ReconOptions, progress: bool = True
+) -> list[ReconReport]:
+    """Reconstruct a fastMRI file or every ``*.h5`` in a folder; returns one report per file."""
+    files = list_h5_files(input_path)
+    reports = []
+    for p in tqdm(files, desc=f"recon {options.sampler}", unit="vol", disable=not progress):
+        reports.append(reconstruct_file(p, out_dir, options))
+    return reports
