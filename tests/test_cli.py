@@ -1,4 +1,4 @@
-"""The ``kldm`` command line end to end: info, data synth/inspect, recon, evaluate, demo, bad input."""
+"""The ``kldm`` CLI end to end: info, data synth/inspect, recon, evaluate, demo, bad input."""
 
 from __future__ import annotations
 

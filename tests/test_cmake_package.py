@@ -1,4 +1,4 @@
-"""The installed CMake package: a C++ program finds KspaceLDM, links libkldm and runs without Python."""
+"""The installed CMake package: a C++ program finds KspaceLDM, links libkldm, runs sans Python."""
 
 from __future__ import annotations
 
