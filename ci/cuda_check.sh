@@ -67,6 +67,6 @@ echo "cuda-check: build took $(( $(date +%s) - start )) s"
 export PYTHONPATH="$site"
 "$venv/bin/python" ci/check_cuda_ext.py "$site/kspace_ldm/lib/libkldm.so"
 # The CPU tests of the ops, run against this (CUDA) build; CUDA-device tests skip without a GPU.
-"$venv/bin/pip" install -q pytest 2>&1 | grep -v "^WARNING: Location" || true
+"$venv/bin/python" -c "import pytest" 2>/dev/null || "$venv/bin/pip" install -q pytest 2>&1 | grep -v "^WARNING: Location" || true
 cd "$site" && "$venv/bin/python" -m pytest -q -p no:cacheprovider --rootdir "$repo" \
   -c "$repo/pyproject.toml" "$repo"/tests/test_ops_*.py
