@@ -315,6 +315,33 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------------------------
+@main.group()
+def bench() -> None:
+    """Benchmarks: fused ops vs eager PyTorch, timed side by side in one run."""
+
+
+@bench.command("ops")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--repeats", type=click.IntRange(min=3), default=15, show_default=True)
+@click.option("--only", multiple=True, help="Benchmark only these ops (repeatable).")
+@_handle_errors
+def bench_ops(device, json_path, repeats, only) -> None:
+    """Time each fused kldm op against its eager twin at fastMRI sizes; medians after warm-up."""
+    import torch
+
+    from kspace_ldm.bench import ops as bench_ops_mod
+    from kspace_ldm.io import atomic_write_text
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA device is available")
+    result = bench_ops_mod.run(device, repeats=repeats, only=list(only) or None)
+    click.echo(bench_ops_mod.format_table(result))
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
 @main.command()
 @click.option(
     "--out",

@@ -1,0 +1,140 @@
+"""``kldm bench ops``: each fused ``kldm`` op against its eager PyTorch twin at fastMRI sizes.
+
+Sizes: single-coil k-space ``[8, 1, 640, 368]``, multi-coil ``[4, 15, 640, 368]`` (complex64),
+latents ``[8, 16, 80, 48]`` (float32) for the scheduler steps. Bytes per op = every input read once
+plus every output written once; ``fraction_of_copy`` compares the fused op's effective bandwidth
+with a plain tensor copy measured in the same run.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from kspace_ldm.bench.timing import copy_bandwidth, median_seconds
+
+SINGLE_COIL = (8, 1, 640, 368)
+MULTI_COIL = (4, 15, 640, 368)
+LATENTS = (8, 16, 80, 48)
+
+
+@dataclass(frozen=True)
+class OpCase:
+    """One benchmark: inputs, the fused op, its eager twin, and the bytes it must move."""
+
+    name: str
+    shape: tuple[int, ...]
+    make_inputs: Callable[[str, torch.Generator], tuple]
+    fused: Callable[..., object]
+    eager: Callable[..., object]
+    nbytes: Callable[[tuple], int]
+    eager_label: str = "eager twin"
+
+
+def _nbytes(*tensors: torch.Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _complex(shape, device, gen):
+    return torch.randn(shape, dtype=torch.complex64, generator=gen).to(device)
+
+
+def _dc_inputs(device, gen):
+    x = _complex(SINGLE_COIL, device, gen)
+    y = _complex(SINGLE_COIL, device, gen)
+    mask = (torch.rand(SINGLE_COIL[-1], generator=gen) > 0.7).to(device)
+    return x, y, mask
+
+
+def cases() -> list[OpCase]:
+    """Every benchmarked op (the fused ops of :mod:`kspace_ldm.ops`)."""
+    import kspace_ldm.ops as ops
+    from kspace_ldm.ops import _reference as ref
+
+    return [
+        OpCase(
+            "dc_project",
+            SINGLE_COIL,
+            _dc_inputs,
+            lambda x, y, m: ops.dc_project(x, y, m),
+            lambda x, y, m: torch.where(m, y, x),
+            lambda a: _nbytes(*a) + _nbytes(a[0]),
+            eager_label="torch.where",
+        ),
+        OpCase(
+            "dc_project_soft",
+            SINGLE_COIL,
+            lambda d, g: (*_dc_inputs(d, g)[:2], torch.rand(SINGLE_COIL[-1], generator=g).to(d)),
+            lambda x, y, m: ops.dc_project(x, y, m, 0.5),
+            lambda x, y, m: ref.dc_project(x, y, m, 0.5),
+            lambda a: _nbytes(*a) + _nbytes(a[0]),
+        ),
+    ]
+
+
+def run(
+    device: str = "cpu", repeats: int = 15, warmup: int = 3, only: list[str] | None = None
+) -> dict:
+    """Time every case; returns the ``--json`` document.
+
+    Returns:
+        ``{"device", "torch", "threads", "copy_GBps", "ops": [{"name", "shape", "fused_ms",
+        "eager_ms", "speedup", "GBps", "fraction_of_copy", "eager"}]}``.
+    """
+    gen = torch.Generator().manual_seed(0)
+    bw = copy_bandwidth(device)
+    rows = []
+    for case in cases():
+        if only and case.name not in only:
+            continue
+        args = case.make_inputs(device, gen)
+        t_fused = median_seconds(lambda a=args, f=case.fused: f(*a), device, repeats, warmup)
+        t_eager = median_seconds(lambda a=args, f=case.eager: f(*a), device, repeats, warmup)
+        gbps = case.nbytes(args) / t_fused / 1e9
+        rows.append(
+            {
+                "name": case.name,
+                "shape": list(case.shape),
+                "fused_ms": t_fused * 1e3,
+                "eager_ms": t_eager * 1e3,
+                "speedup": t_eager / t_fused,
+                "GBps": gbps,
+                "fraction_of_copy": gbps / bw,
+                "eager": case.eager_label,
+            }
+        )
+    return {
+        "device": describe_device(device),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "copy_GBps": bw,
+        "ops": rows,
+    }
+
+
+def describe_device(device: str) -> str:
+    """Human-readable device name for the results table."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def format_table(result: dict) -> str:
+    """Markdown table of a :func:`run` result."""
+    lines = [
+        f"device: {result['device']}, torch {result['torch']}, "
+        f"copy bandwidth {result['copy_GBps']:.1f} GB/s",
+        "",
+        "| op | shape | fused ms | eager ms | speedup | GB/s | of copy | eager is |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["ops"]:
+        shape = "x".join(map(str, r["shape"]))
+        lines.append(
+            f"| {r['name']} | {shape} | {r['fused_ms']:.2f} | {r['eager_ms']:.2f} | "
+            f"{r['speedup']:.2f}x | {r['GBps']:.1f} | {r['fraction_of_copy']:.0%} | {r['eager']} |"
+        )
+    return "\n".join(lines)
