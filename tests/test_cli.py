@@ -258,3 +258,19 @@ def test_multicoil_recon_and_evaluate(tmp_path):
     run("evaluate", "--pred", out, "--target", test_dir, "--json", tmp_path / "m.json")
     data = json.loads((tmp_path / "m.json").read_text())
     assert "multicoil" in json.dumps(data)
+
+
+def test_evaluate_lpips_unavailable_says_why(synth_dir, tmp_path):
+    from kspace_ldm.metrics import lpips_status
+
+    ok, why = lpips_status()
+    if ok:  # pragma: no cover - only where lpips, torchvision and the AlexNet weights exist
+        pytest.skip("LPIPS is available here")
+    val = synth_dir / "singlecoil_val"
+    out = tmp_path / "zf"
+    run("recon", val, "--out", out)
+    res = run("evaluate", "--pred", out, "--target", val, "--lpips", "--json", tmp_path / "m.json",
+              ok=False)  # fmt: skip
+    assert res.exit_code == 2
+    assert "LPIPS unavailable" in res.output and why.split()[0] in res.output
+    assert not (tmp_path / "m.json").exists()
