@@ -9,4 +9,20 @@ TORCH_LIBRARY(kldm, m) {
   // pred, measured: [..., H, W] complex; mask broadcastable to pred; out = (1-a) pred + a measured,
   // a = weight * mask.
   m.def("dc_project(Tensor pred, Tensor measured, Tensor mask, float weight=1.0) -> Tensor");
+  // Fused diffusion sampling steps (diffusers' DDPMScheduler.step / DDIMScheduler.step, element-wise
+  // part; the per-step float coefficients are computed on the host, see kldm/ops.h). model_output,
+  // sample, noise: same shape, float32/float64/bfloat16; threshold: [B] per-sample dynamic
+  // threshold s_b. Not differentiable (sampling only).
+  m.def(
+      "ddpm_step(Tensor model_output, Tensor sample, Tensor? noise, float sqrt_alpha_prod_t, "
+      "float sqrt_beta_prod_t, float pred_original_sample_coeff, float current_sample_coeff, "
+      "float noise_std, str prediction_type=\"epsilon\", bool clip_sample=False, "
+      "float clip_sample_range=1.0, Tensor? threshold=None) "
+      "-> (Tensor prev_sample, Tensor pred_original_sample)");
+  m.def(
+      "ddim_step(Tensor model_output, Tensor sample, Tensor? noise, float sqrt_alpha_prod_t, "
+      "float sqrt_beta_prod_t, float sqrt_alpha_prod_t_prev, float direction_coeff, "
+      "float noise_std, str prediction_type=\"epsilon\", bool clip_sample=False, "
+      "float clip_sample_range=1.0, bool use_clipped_model_output=False, Tensor? threshold=None) "
+      "-> (Tensor prev_sample, Tensor pred_original_sample)");
 }

@@ -42,3 +42,133 @@ def dc_project(
 
 
 __all__ = ["build_info", "dc_project"]
+
+
+# ---- Fused diffusion sampling steps (kldm::ddpm_step, kldm::ddim_step) ---------------------------
+
+
+def ddpm_step(
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    *,
+    sqrt_alpha_prod_t: float,
+    sqrt_beta_prod_t: float,
+    pred_original_sample_coeff: float,
+    current_sample_coeff: float,
+    noise_std: float = 0.0,
+    prediction_type: str = "epsilon",
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
+    threshold: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fused DDPM step: the element-wise part of diffusers' ``DDPMScheduler.step``.
+
+    With ``a_t = alphas_cumprod[t]`` and ``a_p = alphas_cumprod[prev_t]`` (1 before the start),
+    every coefficient computed on the host in the scheduler's float32 precision (see
+    :class:`kspace_ldm.sampling.FusedDDPMScheduler`, which does this)::
+
+        x0   = (sample - sqrt(1-a_t) m) / sqrt(a_t)     (epsilon)
+             = m                                        (sample)
+             = sqrt(a_t) sample - sqrt(1-a_t) m         (v_prediction)
+        x0   = clamp(x0, -range, range)                 (clip_sample)
+             = clamp(x0, -s_b, s_b) / s_b               (threshold)
+        prev = c0 * x0 + cs * sample [+ noise_std * noise]
+
+    Args:
+        model_output: ``[B, ...]`` model prediction, float32/float64/bfloat16.
+        sample: ``x_t``, same shape, dtype and device as ``model_output``.
+        noise: ``N(0, 1)`` noise like ``sample``, or None (no noise term; ``noise_std`` must be 0).
+        sqrt_alpha_prod_t: ``sqrt(a_t)``.
+        sqrt_beta_prod_t: ``sqrt(1 - a_t)``.
+        pred_original_sample_coeff: ``c0 = sqrt(a_p) * beta_t / (1 - a_t)``.
+        current_sample_coeff: ``cs = sqrt(a_t / a_p) * (1 - a_p) / (1 - a_t)``.
+        noise_std: standard deviation of the added noise (``sqrt(variance)`` for fixed_small).
+        prediction_type: ``"epsilon"``, ``"sample"`` or ``"v_prediction"``.
+        clip_sample: clamp ``x0`` to ``[-clip_sample_range, clip_sample_range]``.
+        clip_sample_range: the clamp bound (>= 0).
+        threshold: ``[B]`` per-sample dynamic-thresholding limits ``s_b`` (exclusive with
+            ``clip_sample``), or None.
+
+    Returns:
+        ``(prev_sample, pred_original_sample)``: contiguous, ``sample``'s shape and dtype.
+        float32/float64 follow diffusers op for op; bfloat16 is computed in float32 and rounded
+        once. Not differentiable.
+    """
+    return torch.ops.kldm.ddpm_step(
+        model_output,
+        sample,
+        noise,
+        float(sqrt_alpha_prod_t),
+        float(sqrt_beta_prod_t),
+        float(pred_original_sample_coeff),
+        float(current_sample_coeff),
+        float(noise_std),
+        prediction_type,
+        bool(clip_sample),
+        float(clip_sample_range),
+        threshold,
+    )
+
+
+def ddim_step(
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    *,
+    sqrt_alpha_prod_t: float,
+    sqrt_beta_prod_t: float,
+    sqrt_alpha_prod_t_prev: float,
+    direction_coeff: float,
+    noise_std: float = 0.0,
+    prediction_type: str = "epsilon",
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
+    use_clipped_model_output: bool = False,
+    threshold: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fused DDIM step: the element-wise part of diffusers' ``DDIMScheduler.step``.
+
+    ``x0`` and the clipping/thresholding as in :func:`ddpm_step`; the predicted noise is
+    ``eps = m`` (epsilon), ``(sample - sqrt(a_t) x0) / sqrt(1-a_t)`` (sample) or
+    ``sqrt(a_t) m + sqrt(1-a_t) sample`` (v_prediction), re-derived from the clipped ``x0`` with
+    ``use_clipped_model_output``; then
+    ``prev = sqrt(a_p) x0 + direction_coeff * eps [+ noise_std * noise]``.
+
+    Args:
+        model_output: ``[B, ...]`` model prediction, float32/float64/bfloat16.
+        sample: ``x_t``, same shape, dtype and device as ``model_output``.
+        noise: ``N(0, 1)`` noise like ``sample`` (eta > 0), or None (``noise_std`` must be 0).
+        sqrt_alpha_prod_t: ``sqrt(a_t)``.
+        sqrt_beta_prod_t: ``sqrt(1 - a_t)``.
+        sqrt_alpha_prod_t_prev: ``sqrt(a_p)`` (``a_p`` = ``final_alpha_cumprod`` past the start).
+        direction_coeff: ``sqrt(1 - a_p - noise_std**2)``.
+        noise_std: ``eta * sqrt((1 - a_p) / (1 - a_t) * (1 - a_t / a_p))``.
+        prediction_type: ``"epsilon"``, ``"sample"`` or ``"v_prediction"``.
+        clip_sample: clamp ``x0`` to ``[-clip_sample_range, clip_sample_range]``.
+        clip_sample_range: the clamp bound (>= 0).
+        use_clipped_model_output: re-derive ``eps`` from the clipped ``x0``.
+        threshold: ``[B]`` per-sample dynamic-thresholding limits, or None.
+
+    Returns:
+        ``(prev_sample, pred_original_sample)``: contiguous, ``sample``'s shape and dtype.
+        Not differentiable.
+    """
+    return torch.ops.kldm.ddim_step(
+        model_output,
+        sample,
+        noise,
+        float(sqrt_alpha_prod_t),
+        float(sqrt_beta_prod_t),
+        float(sqrt_alpha_prod_t_prev),
+        float(direction_coeff),
+        float(noise_std),
+        prediction_type,
+        bool(clip_sample),
+        float(clip_sample_range),
+        bool(use_clipped_model_output),
+        threshold,
+    )
+
+
+__all__ += ["ddim_step", "ddpm_step"]

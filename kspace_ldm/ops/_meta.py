@@ -46,3 +46,69 @@ def _dc_project_backward(ctx, grad):
 torch.library.register_autograd(
     "kldm::dc_project", _dc_project_backward, setup_context=_dc_project_setup
 )
+
+
+# ---- kldm::ddpm_step / kldm::ddim_step -----------------------------------------------------------
+# Sampling steps only: no autograd formula is registered (nothing backpropagates through a sampler
+# update here; guidance differentiates the model, not the scheduler), so they are used under
+# no_grad / inference_mode or on tensors that do not require grad.
+
+
+def _scheduler_step_fake(op, model_output, sample, noise, threshold, clip_sample):
+    torch._check(
+        sample.dtype in (torch.float32, torch.float64, torch.bfloat16),
+        lambda: f"{op}: sample must be float32, float64 or bfloat16, got {sample.dtype}",
+    )
+    for name, t in (("model_output", model_output), ("noise", noise)):
+        if t is None:
+            continue
+        torch._check(t.dtype == sample.dtype, lambda n=name: f"{op}: {n} must have sample's dtype")
+        torch._check(
+            t.shape == sample.shape,
+            lambda n=name, t=t: f"{op}: {n} shape {tuple(t.shape)} != sample {tuple(sample.shape)}",
+        )
+    if threshold is not None:
+        torch._check(not clip_sample, lambda: f"{op}: clip_sample and threshold are exclusive")
+        torch._check(
+            sample.dim() >= 1 and threshold.shape == (sample.shape[0],),
+            lambda: f"{op}: threshold must have shape [B]",
+        )
+    out = torch.empty(sample.shape, dtype=sample.dtype, device=sample.device)
+    return out, torch.empty_like(out)
+
+
+@torch.library.register_fake("kldm::ddpm_step")
+def _ddpm_step_fake(
+    model_output,
+    sample,
+    noise,
+    sqrt_alpha_prod_t,
+    sqrt_beta_prod_t,
+    pred_original_sample_coeff,
+    current_sample_coeff,
+    noise_std,
+    prediction_type="epsilon",
+    clip_sample=False,
+    clip_sample_range=1.0,
+    threshold=None,
+):
+    return _scheduler_step_fake("ddpm_step", model_output, sample, noise, threshold, clip_sample)
+
+
+@torch.library.register_fake("kldm::ddim_step")
+def _ddim_step_fake(
+    model_output,
+    sample,
+    noise,
+    sqrt_alpha_prod_t,
+    sqrt_beta_prod_t,
+    sqrt_alpha_prod_t_prev,
+    direction_coeff,
+    noise_std,
+    prediction_type="epsilon",
+    clip_sample=False,
+    clip_sample_range=1.0,
+    use_clipped_model_output=False,
+    threshold=None,
+):
+    return _scheduler_step_fake("ddim_step", model_output, sample, noise, threshold, clip_sample)

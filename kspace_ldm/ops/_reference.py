@@ -23,3 +23,122 @@ def dc_project(
     a = weight * mask.to(real)
     blend = (1 - a) * pred + a * measured
     return torch.where(a == 1, measured, torch.where(a == 0, pred, blend))
+
+
+def _scheduler_step(
+    kind: str,
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    noise: torch.Tensor | None,
+    sqrt_alpha_prod_t: float,
+    sqrt_beta_prod_t: float,
+    coeff_x0: float,
+    coeff_second: float,
+    noise_std: float,
+    prediction_type: str,
+    clip_sample: bool,
+    clip_sample_range: float,
+    threshold: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shared twin of ddpm_step (kind "ddpm") and ddim_step ("ddim", "ddim_clipped").
+
+    One eager op per rounding, in diffusers' order; bfloat16 is computed in float32 and rounded
+    once at the end, like the kernel.
+    """
+    dtype = sample.dtype
+    compute = torch.float32 if dtype == torch.bfloat16 else dtype
+    m, s = model_output.to(compute), sample.to(compute)
+    sa, sb = sqrt_alpha_prod_t, sqrt_beta_prod_t
+    if prediction_type == "epsilon":
+        x0 = (s - sb * m) / sa
+        eps = m
+    elif prediction_type == "sample":
+        x0 = m
+        eps = (s - sa * x0) / sb
+    elif prediction_type == "v_prediction":
+        x0 = sa * s - sb * m
+        eps = sa * m + sb * s
+    else:
+        raise ValueError(f"unknown prediction_type {prediction_type!r}")
+    if threshold is not None:
+        lim = threshold.to(compute).reshape(-1, *([1] * (sample.dim() - 1)))
+        x0 = torch.clamp(x0, -lim, lim) / lim
+    elif clip_sample:
+        x0 = x0.clamp(-clip_sample_range, clip_sample_range)
+    if kind == "ddim_clipped":
+        eps = (s - sa * x0) / sb
+    prev = coeff_x0 * x0 + coeff_second * (s if kind == "ddpm" else eps)
+    if noise is not None:
+        prev = prev + noise_std * noise.to(compute)
+    return prev.to(dtype), x0.to(dtype)
+
+
+def ddpm_step(
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    noise: torch.Tensor | None,
+    sqrt_alpha_prod_t: float,
+    sqrt_beta_prod_t: float,
+    pred_original_sample_coeff: float,
+    current_sample_coeff: float,
+    noise_std: float,
+    prediction_type: str = "epsilon",
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
+    threshold: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Twin of ``kldm::ddpm_step``: ``prev = c0 * x0 + cs * sample + noise_std * noise``.
+
+    Args and returns as :func:`kspace_ldm.ops.ddpm_step`.
+    """
+    return _scheduler_step(
+        "ddpm",
+        model_output,
+        sample,
+        noise,
+        sqrt_alpha_prod_t,
+        sqrt_beta_prod_t,
+        pred_original_sample_coeff,
+        current_sample_coeff,
+        noise_std,
+        prediction_type,
+        clip_sample,
+        clip_sample_range,
+        threshold,
+    )
+
+
+def ddim_step(
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    noise: torch.Tensor | None,
+    sqrt_alpha_prod_t: float,
+    sqrt_beta_prod_t: float,
+    sqrt_alpha_prod_t_prev: float,
+    direction_coeff: float,
+    noise_std: float,
+    prediction_type: str = "epsilon",
+    clip_sample: bool = False,
+    clip_sample_range: float = 1.0,
+    use_clipped_model_output: bool = False,
+    threshold: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Twin of ``kldm::ddim_step``: ``prev = sqrt(a_p) x0 + direction_coeff * eps + std * noise``.
+
+    Args and returns as :func:`kspace_ldm.ops.ddim_step`.
+    """
+    return _scheduler_step(
+        "ddim_clipped" if use_clipped_model_output else "ddim",
+        model_output,
+        sample,
+        noise,
+        sqrt_alpha_prod_t,
+        sqrt_beta_prod_t,
+        sqrt_alpha_prod_t_prev,
+        direction_coeff,
+        noise_std,
+        prediction_type,
+        clip_sample,
+        clip_sample_range,
+        threshold,
+    )

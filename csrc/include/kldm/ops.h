@@ -19,6 +19,46 @@ namespace kldm {
 at::Tensor dc_project(const at::Tensor& pred, const at::Tensor& measured, const at::Tensor& mask,
                       double weight = 1.0);
 
+// Fused diffusion sampling steps: the element-wise part of diffusers' DDPMScheduler.step and
+// DDIMScheduler.step in one kernel. The caller computes the per-step coefficients on the host from
+// the scheduler's float32 alphas_cumprod, rounding each operation to float32 as diffusers' 0-dim
+// float32 tensors do (kspace_ldm.sampling.schedulers does exactly this); with a_t = alphas_cumprod[t],
+// a_p = alphas_cumprod[prev_t] (or 1 / final_alpha_cumprod past the start), all in float32:
+//   sqrt_alpha_prod_t = sqrt(a_t), sqrt_beta_prod_t = sqrt(1 - a_t).
+//
+//   model_output, sample: same shape (any), float32/float64/bfloat16, same dtype and device
+//   noise:     like sample, or empty (no noise term; then noise_std must be 0)
+//   prediction_type: "epsilon" | "sample" | "v_prediction"
+//   clip_sample, clip_sample_range: clamp the predicted x0 to [-range, range]
+//   threshold: empty, or [B] (B = sample.size(0)) per-sample dynamic-thresholding limits s_b >= 1:
+//              x0 = clamp(x0, -s_b, s_b) / s_b (exclusive with clip_sample)
+//   returns (prev_sample, pred_original_sample), contiguous, sample's dtype. float32/float64 are
+//   computed in their own type, op for op as diffusers; bfloat16 in float32, rounded once.
+//
+// DDPM (Ho et al. eq. 7): prev = c0 * x0 + cs * sample + noise_std * noise, with
+//   pred_original_sample_coeff c0 = sqrt(a_p) * (1 - a_t / a_p) / (1 - a_t),
+//   current_sample_coeff       cs = sqrt(a_t / a_p) * (1 - a_p) / (1 - a_t),
+//   noise_std = sqrt(variance) (fixed_small, variance = max((1-a_p)/(1-a_t) * beta_t, 1e-20)),
+//               sqrt(beta_t) (fixed_large), exp(0.5 log variance) (fixed_small_log); 0 at t == 0.
+std::tuple<at::Tensor, at::Tensor> ddpm_step(
+    const at::Tensor& model_output, const at::Tensor& sample,
+    const std::optional<at::Tensor>& noise, double sqrt_alpha_prod_t, double sqrt_beta_prod_t,
+    double pred_original_sample_coeff, double current_sample_coeff, double noise_std,
+    const std::string& prediction_type = "epsilon", bool clip_sample = false,
+    double clip_sample_range = 1.0, const std::optional<at::Tensor>& threshold = std::nullopt);
+
+// DDIM (Song et al. eq. 12): prev = sqrt(a_p) * x0 + direction_coeff * eps + noise_std * noise, with
+//   noise_std = eta * sqrt((1 - a_p) / (1 - a_t) * (1 - a_t / a_p)),
+//   direction_coeff = sqrt(1 - a_p - noise_std^2);
+//   use_clipped_model_output: eps re-derived from the clipped x0.
+std::tuple<at::Tensor, at::Tensor> ddim_step(
+    const at::Tensor& model_output, const at::Tensor& sample,
+    const std::optional<at::Tensor>& noise, double sqrt_alpha_prod_t, double sqrt_beta_prod_t,
+    double sqrt_alpha_prod_t_prev, double direction_coeff, double noise_std,
+    const std::string& prediction_type = "epsilon", bool clip_sample = false,
+    double clip_sample_range = 1.0, bool use_clipped_model_output = false,
+    const std::optional<at::Tensor>& threshold = std::nullopt);
+
 struct BuildInfo {
   std::string version;        // kspace-ldm version
   std::string torch_version;  // torch the library was compiled against
