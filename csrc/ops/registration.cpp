@@ -25,4 +25,14 @@ TORCH_LIBRARY(kldm, m) {
       "float noise_std, str prediction_type=\"epsilon\", bool clip_sample=False, "
       "float clip_sample_range=1.0, bool use_clipped_model_output=False, Tensor? threshold=None) "
       "-> (Tensor prev_sample, Tensor pred_original_sample)");
+  // pred, measured: [..., H, W] complex; mask as dc_project. Returns (r, sq_norm):
+  // r = mask * (pred - measured), sq_norm = sum |r|^2 over every dim but the first ([B]; [] for 2-D).
+  m.def("dc_residual(Tensor pred, Tensor measured, Tensor mask) -> (Tensor, Tensor)");
+  // kspace: [B, C, H, W] complex -> (x [B, 2C, H, W] real, channels [re0, im0, re1, ...], each
+  // standardised per sample; mean, std [B, 2C, 1, 1]). Given mean/std are used instead of computed.
+  m.def(
+      "kspace_normalize(Tensor kspace, Tensor? mean=None, Tensor? std=None, float eps=1e-12) -> "
+      "(Tensor, Tensor, Tensor)");
+  // Inverse of kspace_normalize: x [B, 2C, H, W] real -> x * std + mean as [B, C, H, W] complex.
+  m.def("kspace_denormalize(Tensor x, Tensor mean, Tensor std) -> Tensor");
 }

@@ -172,3 +172,79 @@ def ddim_step(
 
 
 __all__ += ["ddim_step", "ddpm_step"]
+
+
+def dc_residual(
+    pred: torch.Tensor, measured: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guidance residual and its squared norm, in one pass over the data.
+
+    ``r = mask * (pred - measured)`` and ``sq_norm = sum |r|^2`` over every dim but the first:
+    the data-consistency guidance loss. Its gradient w.r.t. ``pred`` is ``2 * mask * r`` (PyTorch's
+    convention for complex inputs), w.r.t. ``measured`` the negative.
+
+    Args:
+        pred: ``[..., H, W]`` complex64/complex128 k-space estimate (e.g. ``[B, C, H, W]``).
+        measured: ``[..., H, W]`` measured k-space, same shape, dtype and device as ``pred``.
+        mask: broadcastable to ``pred`` — ``[W]`` column mask, ``[H, W]``, ``[B, 1, 1, W]``,
+            full — bool or real.
+
+    Returns:
+        ``(r, sq_norm)``: ``r`` is ``[..., H, W]`` of ``pred``'s dtype (contiguous); ``sq_norm``
+        is float32 (complex64 input) or float64 (complex128), shape ``[B]`` for inputs of rank
+        >= 3 and ``[]`` for a 2-D ``[H, W]`` input. The sum is accumulated in float64 in a fixed
+        order (deterministic on CPU and CUDA). Differentiable in ``pred`` and ``measured``.
+    """
+    return torch.ops.kldm.dc_residual(pred, measured, mask)
+
+
+def kspace_normalize(
+    kspace: torch.Tensor,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    eps: float = 1e-12,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Complex k-space to per-sample standardised real channels.
+
+    Channel ``2c`` is the real part of coil ``c`` and ``2c + 1`` its imaginary part (the layout of
+    :func:`kspace_ldm.physics.transforms.complex_to_channels`); each channel is standardised,
+    ``x = (channel - mean) / std``.
+
+    Args:
+        kspace: ``[B, C, H, W]`` complex64/complex128.
+        mean, std: optional statistics to use instead of computing them (e.g. dataset-wide values
+            known at test time): both or neither, of the real dtype (float32 for complex64,
+            float64 for complex128), on ``kspace``'s device, broadcastable to ``[B, 2C, 1, 1]``
+            (``[]``, ``[2C, 1, 1]``, ``[1, 2C, 1, 1]``, ``[B, 2C, 1, 1]``, ...).
+        eps: a std ``<= eps`` (a constant channel, e.g. an all-zero imaginary part) is replaced by
+            1: that channel is centred, not scaled, so rounding noise is never magnified.
+
+    Returns:
+        ``(x, mean, std)``: ``x`` ``[B, 2C, H, W]`` real; ``mean`` and ``std`` ``[B, 2C, 1, 1]``
+        (ready to broadcast against ``x``). Computed statistics are over H*W per sample and
+        channel, std unbiased (``torch.std``), accumulated in float64. Given statistics are
+        returned as given (broadcast to ``[B, 2C, 1, 1]``), except a std ``<= eps`` which becomes
+        1: the std returned is always the divisor used, so
+        :func:`kspace_denormalize` ``(x, mean, std)`` restores ``kspace`` to rounding.
+        Differentiable w.r.t. ``kspace`` (through the computed statistics too) and w.r.t. given
+        ``mean``/``std``; twice differentiable.
+    """
+    return torch.ops.kldm.kspace_normalize(kspace, mean, std, float(eps))
+
+
+def kspace_denormalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`kspace_normalize`: real channels back to complex k-space.
+
+    Args:
+        x: ``[B, 2C, H, W]`` float32/float64, channels ``[re0, im0, re1, im1, ...]``.
+        mean, std: of ``x``'s dtype and device, broadcastable to ``[B, 2C, 1, 1]`` (as returned by
+            :func:`kspace_normalize`).
+
+    Returns:
+        ``x * std + mean`` as ``[B, C, H, W]`` complex64 (float32 input) or complex128 (float64).
+        Differentiable w.r.t. ``x``, ``mean`` and ``std``.
+    """
+    return torch.ops.kldm.kspace_denormalize(x, mean, std)
+
+
+__all__ += ["dc_residual", "kspace_denormalize", "kspace_normalize"]

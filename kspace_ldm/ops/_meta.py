@@ -112,3 +112,190 @@ def _ddim_step_fake(
     threshold=None,
 ):
     return _scheduler_step_fake("ddim_step", model_output, sample, noise, threshold, clip_sample)
+
+
+# --- dc_residual ---------------------------------------------------------------------------------
+
+
+@torch.library.register_fake("kldm::dc_residual")
+def _dc_residual_fake(pred, measured, mask):
+    torch._check(pred.is_complex(), lambda: f"dc_residual: pred must be complex, got {pred.dtype}")
+    torch._check(
+        measured.shape == pred.shape,
+        lambda: f"dc_residual: measured shape {tuple(measured.shape)} != pred {tuple(pred.shape)}",
+    )
+    torch._check(
+        measured.dtype == pred.dtype,
+        lambda: f"dc_residual: measured must have pred's dtype {pred.dtype}",
+    )
+    torch._check(pred.dim() >= 2, lambda: "dc_residual: pred must be [..., H, W]")
+    torch._check(1 <= mask.dim() <= pred.dim(), lambda: "dc_residual: mask rank")
+    r = torch.empty(pred.shape, dtype=pred.dtype, device=pred.device)
+    norm_shape = pred.shape[:1] if pred.dim() >= 3 else ()
+    sq_norm = torch.empty(norm_shape, dtype=pred.dtype.to_real(), device=pred.device)
+    return r, sq_norm
+
+
+def _dc_residual_setup(ctx, inputs, output):
+    _, _, mask = inputs
+    ctx.save_for_backward(mask, output[0])
+
+
+def _dc_residual_backward(ctx, grad_r, grad_sq):
+    # r = m (p - q) is linear with a real coefficient, so its vector-Jacobian product is m grad_r.
+    # sq = sum |r|^2 is real: PyTorch's gradient for a complex input is dL/dRe + i dL/dIm, which for
+    # |r|^2 is 2 r, so grad_sq contributes 2 grad_sq m r (broadcast over the summed dims). measured
+    # enters with the opposite sign.
+    mask, r = ctx.saved_tensors
+    g = None
+    if grad_r is not None:
+        g = grad_r
+    if grad_sq is not None:
+        gs = grad_sq.reshape(grad_sq.shape + (1,) * (r.dim() - grad_sq.dim()))
+        term = 2 * gs * r
+        g = term if g is None else g + term
+    if g is None:
+        return None, None, None
+    g = mask.to(r.dtype.to_real()) * g
+    grad_pred = g if ctx.needs_input_grad[0] else None
+    grad_meas = -g if ctx.needs_input_grad[1] else None
+    return grad_pred, grad_meas, None
+
+
+torch.library.register_autograd(
+    "kldm::dc_residual", _dc_residual_backward, setup_context=_dc_residual_setup
+)
+
+
+# --- kspace_normalize / kspace_denormalize ------------------------------------------------------
+
+
+def _complex_to_channels(z):
+    # [B, C, H, W] complex -> [B, 2C, H, W] real, channels [re0, im0, re1, im1, ...].
+    return torch.view_as_real(z.resolve_conj()).movedim(-1, 2).flatten(1, 2)
+
+
+def _channels_to_complex(x):
+    # Inverse of _complex_to_channels.
+    B, C2, H, W = x.shape
+    return torch.view_as_complex(x.reshape(B, C2 // 2, 2, H, W).movedim(2, -1).contiguous())
+
+
+def _check_stat_fake(op, name, stat, dtype, batch, channels2):
+    torch._check(stat.dtype == dtype, lambda: f"{op}: {name} must be {dtype}, got {stat.dtype}")
+    torch._check(stat.dim() <= 4, lambda: f"{op}: {name} must broadcast to [B, 2C, 1, 1]")
+    target = (batch, channels2, 1, 1)
+    for i in range(1, stat.dim() + 1):
+        size = stat.shape[-i]
+        torch._check(
+            size == 1 or size == target[-i],
+            lambda: f"{op}: {name} shape {tuple(stat.shape)} does not broadcast to [B, 2C, 1, 1]",
+        )
+
+
+@torch.library.register_fake("kldm::kspace_normalize")
+def _kspace_normalize_fake(kspace, mean=None, std=None, eps=1e-12):
+    op = "kspace_normalize"
+    torch._check(kspace.is_complex(), lambda: f"{op}: kspace must be complex, got {kspace.dtype}")
+    torch._check(kspace.dim() == 4, lambda: f"{op}: kspace must be [B, C, H, W]")
+    torch._check((mean is None) == (std is None), lambda: f"{op}: mean and std go together")
+    B, C, H, W = kspace.shape
+    real = kspace.dtype.to_real()
+    if mean is not None:
+        _check_stat_fake(op, "mean", mean, real, B, 2 * C)
+        _check_stat_fake(op, "std", std, real, B, 2 * C)
+    out = torch.empty((B, 2 * C, H, W), dtype=real, device=kspace.device)
+    stat = torch.empty((B, 2 * C, 1, 1), dtype=real, device=kspace.device)
+    return out, stat, torch.empty_like(stat)
+
+
+def _kspace_normalize_setup(ctx, inputs, output):
+    _, mean, std, eps = inputs
+    y, _, s = output
+    ctx.given = mean is not None
+    ctx.eps = eps
+    if ctx.given:
+        ctx.mean_shape, ctx.std_shape = mean.shape, std.shape
+        ctx.save_for_backward(y, s, std)
+    else:
+        ctx.save_for_backward(y, s)
+
+
+def _kspace_normalize_backward(ctx, gy, gmean, gstd):
+    # Per real channel: y = (x - mu) / s with s = std, or 1 where std <= eps (then s is constant).
+    y, s = ctx.saved_tensors[:2]
+    gy = torch.zeros_like(y) if gy is None else gy
+    gmean = torch.zeros_like(s) if gmean is None else gmean
+    gstd = torch.zeros_like(s) if gstd is None else gstd
+    gyy = (gy * y).sum(dim=(-2, -1), keepdim=True)  # sum gy * y over H, W
+    grad_k = grad_mean = grad_std = None
+    if ctx.given:
+        # mu and s are inputs: dy/dx = 1/s, dy/dmu = -1/s, dy/ds = -y/s (where s is not clamped).
+        std_in = ctx.saved_tensors[2]
+        if ctx.needs_input_grad[0]:
+            grad_k = _channels_to_complex(gy / s)
+        if ctx.needs_input_grad[1]:
+            gm = gmean - gy.sum(dim=(-2, -1), keepdim=True) / s
+            grad_mean = gm.sum_to_size(ctx.mean_shape)
+        if ctx.needs_input_grad[2]:
+            live = std_in.expand_as(s) > ctx.eps
+            gs = torch.where(live, gstd - gyy / s, torch.zeros_like(s))
+            grad_std = gs.sum_to_size(ctx.std_shape)
+        return grad_k, grad_mean, grad_std, None
+    if ctx.needs_input_grad[0]:
+        # Computed statistics (n = H*W): dmu/dx_k = 1/n and, with sigma = sqrt(sum (x - mu)^2 /
+        # (n - 1)), dsigma/dx_k = (x_k - mu) / ((n - 1) sigma) = y_k / (n - 1). Hence
+        #   dL/dx_k = (gy_k - sum gy / n) / s + gmu / n + (gs - sum gy y / s) y_k / (n - 1),
+        # the last term only where s = sigma. A clamped channel has s == 1 and, as y = x - mu
+        # there, sum y^2 = (n - 1) sigma^2 <= (n - 1) eps^2, which tells it from sigma == 1.
+        n = y.shape[-1] * y.shape[-2]
+        live = (s != 1) | (y.square().sum(dim=(-2, -1), keepdim=True) > (n - 1) * ctx.eps**2)
+        coef = torch.where(live, gstd - gyy / s, torch.zeros_like(s))
+        gsum = gy.sum(dim=(-2, -1), keepdim=True)
+        gx = (gy - gsum / n) / s + gmean / n + coef * y / (n - 1)
+        grad_k = _channels_to_complex(gx)
+    return grad_k, None, None, None
+
+
+torch.library.register_autograd(
+    "kldm::kspace_normalize", _kspace_normalize_backward, setup_context=_kspace_normalize_setup
+)
+
+
+@torch.library.register_fake("kldm::kspace_denormalize")
+def _kspace_denormalize_fake(x, mean, std):
+    op = "kspace_denormalize"
+    torch._check(
+        x.dtype in (torch.float32, torch.float64),
+        lambda: f"{op}: x must be float32 or float64, got {x.dtype}",
+    )
+    torch._check(x.dim() == 4, lambda: f"{op}: x must be [B, 2C, H, W]")
+    B, C2, H, W = x.shape
+    torch._check(C2 % 2 == 0, lambda: f"{op}: x must have an even channel count")
+    _check_stat_fake(op, "mean", mean, x.dtype, B, C2)
+    _check_stat_fake(op, "std", std, x.dtype, B, C2)
+    return torch.empty((B, C2 // 2, H, W), dtype=x.dtype.to_complex(), device=x.device)
+
+
+def _kspace_denormalize_setup(ctx, inputs, output):
+    x, mean, std = inputs
+    ctx.mean_shape, ctx.std_shape = mean.shape, std.shape
+    ctx.save_for_backward(x, std)
+
+
+def _kspace_denormalize_backward(ctx, grad):
+    # z = channels_to_complex(x * std + mean): a real-to-complex map, so the gradient of each real
+    # channel is the matching part of grad (PyTorch's dL/dRe + i dL/dIm convention).
+    x, std = ctx.saved_tensors
+    g = _complex_to_channels(grad)
+    grad_x = g * std if ctx.needs_input_grad[0] else None
+    grad_mean = g.sum_to_size(ctx.mean_shape) if ctx.needs_input_grad[1] else None
+    grad_std = (g * x).sum_to_size(ctx.std_shape) if ctx.needs_input_grad[2] else None
+    return grad_x, grad_mean, grad_std
+
+
+torch.library.register_autograd(
+    "kldm::kspace_denormalize",
+    _kspace_denormalize_backward,
+    setup_context=_kspace_denormalize_setup,
+)

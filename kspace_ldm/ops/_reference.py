@@ -142,3 +142,64 @@ def ddim_step(
         clip_sample_range,
         threshold,
     )
+
+
+def dc_residual(
+    pred: torch.Tensor, measured: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guidance residual ``r = mask * (pred - measured)`` and ``sq_norm = sum |r|^2`` per sample.
+
+    Args:
+        pred, measured: ``[..., H, W]`` complex, same shape.
+        mask: broadcastable to ``pred``; bool or real.
+
+    Returns:
+        ``r`` (``pred``'s shape and dtype) and ``sq_norm`` in the real dtype, summed over every dim
+        but the first (``[B]``; ``[]`` for a 2-D input). The squares of ``r``'s parts are summed in
+        float64 and rounded once, like the kernel.
+    """
+    real = pred.real.dtype
+    r = mask.to(real) * (pred - measured)
+    parts = torch.view_as_real(r).to(torch.float64).square()
+    if r.dim() >= 3:
+        sq = parts.sum(dim=tuple(range(1, parts.dim())))
+    else:
+        sq = parts.sum()
+    return r, sq.to(real)
+
+
+def _complex_to_channels(kspace: torch.Tensor) -> torch.Tensor:
+    # [B, C, H, W] complex -> [B, 2C, H, W] real, channels [re0, im0, re1, im1, ...] (the layout of
+    # kspace_ldm.physics.transforms.complex_to_channels).
+    return torch.view_as_real(kspace).movedim(-1, 2).flatten(1, 2)
+
+
+def kspace_normalize(
+    kspace: torch.Tensor,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    eps: float = 1e-12,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``[B, C, H, W]`` complex -> ``(x [B, 2C, H, W], mean [B, 2C, 1, 1], std [B, 2C, 1, 1])``.
+
+    ``x = (channel - mean) / std`` per sample and real channel; without given statistics ``mean``
+    and ``std`` (unbiased, as ``torch.std``) are taken over H*W. ``std <= eps`` is replaced by 1
+    (constant channel: centred only) and the std returned is the divisor used.
+    """
+    x = _complex_to_channels(kspace)
+    B, C2 = x.shape[:2]
+    if mean is None:
+        mean = x.mean(dim=(-2, -1), keepdim=True)
+        std = x.std(dim=(-2, -1), keepdim=True)
+    else:
+        mean = mean.expand(B, C2, 1, 1).clone()
+        std = std.expand(B, C2, 1, 1).clone()
+    std = torch.where(std <= eps, torch.ones_like(std), std)
+    return (x - mean) / std, mean, std
+
+
+def kspace_denormalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`kspace_normalize`: ``x * std + mean`` as ``[B, C, H, W]`` complex."""
+    y = x * std + mean
+    B, C2, H, W = y.shape
+    return torch.view_as_complex(y.reshape(B, C2 // 2, 2, H, W).movedim(2, -1).contiguous())

@@ -58,6 +58,30 @@ std::tuple<at::Tensor, at::Tensor> ddim_step(
     const std::string& prediction_type = "epsilon", bool clip_sample = false,
     double clip_sample_range = 1.0, bool use_clipped_model_output = false,
     const std::optional<at::Tensor>& threshold = std::nullopt);
+// Guidance residual and its squared norm, in one pass.
+//   pred, measured: [..., H, W] complex64/complex128, same shape, same device
+//   mask:           broadcastable to pred (same forms as dc_project), bool or real
+//   returns         (r, sq_norm): r = mask * (pred - measured), [..., H, W] of pred's dtype;
+//                   sq_norm = sum |r|^2 over every dim but the first, real dtype, shape [B]
+//                   ([] for a 2-D input), accumulated in double (deterministic).
+std::tuple<at::Tensor, at::Tensor> dc_residual(const at::Tensor& pred, const at::Tensor& measured,
+                                               const at::Tensor& mask);
+
+// Complex k-space to standardised real channels.
+//   kspace:    [B, C, H, W] complex64/complex128
+//   mean, std: both or neither; real of kspace's real dtype, broadcastable to [B, 2C, 1, 1]
+//   returns    (x, mean, std): x [B, 2C, H, W] real, channels [re0, im0, re1, im1, ...],
+//              x = (channel - mean) / std; mean, std [B, 2C, 1, 1]. Computed statistics are per
+//              sample and channel over H*W (std unbiased); std <= eps is replaced by 1 (a constant
+//              channel is centred, not scaled), and the std returned is the divisor used.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> kspace_normalize(
+    const at::Tensor& kspace, const std::optional<at::Tensor>& mean = std::nullopt,
+    const std::optional<at::Tensor>& stddev = std::nullopt, double eps = 1e-12);
+
+// Inverse of kspace_normalize: x [B, 2C, H, W] float32/float64, mean/std broadcastable to
+// [B, 2C, 1, 1] of x's dtype -> (x * std + mean) as [B, C, H, W] complex.
+at::Tensor kspace_denormalize(const at::Tensor& x, const at::Tensor& mean,
+                              const at::Tensor& stddev);
 
 struct BuildInfo {
   std::string version;        // kspace-ldm version
