@@ -49,10 +49,53 @@ def _dc_inputs(device, gen):
     return x, y, mask
 
 
+def _latents(device, gen):
+    x = torch.randn(LATENTS, generator=gen).to(device)
+    eps = torch.randn(LATENTS, generator=gen).to(device)
+    return eps, x
+
+
+def _scheduler_cases() -> list[OpCase]:
+    """DDPM/DDIM steps: our fused schedulers against diffusers' own ``step`` (same config).
+
+    Both draw their noise from a seeded generator the same way (diffusers' randn_tensor), so the
+    comparison is like for like: the reference scheduler config (1000 steps, cosine schedule,
+    epsilon prediction, clipping as diffusers' default).
+    """
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    from kspace_ldm.sampling.schedulers import FusedDDIMScheduler, FusedDDPMScheduler
+
+    cfg = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
+    ddpm, fddpm = DDPMScheduler(**cfg), FusedDDPMScheduler(**cfg)
+    ddim, fddim = DDIMScheduler(**cfg), FusedDDIMScheduler(**cfg)
+    ddim.set_timesteps(50)
+    fddim.set_timesteps(50)
+    t_ddpm, t_ddim = 500, int(ddim.timesteps[25])
+
+    def step(sched, t, **kw):
+        def fn(eps, x):
+            g = torch.Generator(device=x.device).manual_seed(0)
+            return sched.step(eps, t, x, generator=g, **kw).prev_sample
+
+        return fn
+
+    latent_bytes = lambda a: 3 * _nbytes(a[0]) + _nbytes(a[0])  # noqa: E731  eps, x, noise in; x out
+    return [
+        OpCase("ddpm_step", LATENTS, _latents, step(fddpm, t_ddpm), step(ddpm, t_ddpm),
+               latent_bytes, eager_label="diffusers DDPMScheduler.step"),
+        OpCase("ddim_step", LATENTS, _latents, step(fddim, t_ddim), step(ddim, t_ddim),
+               lambda a: 3 * _nbytes(a[0]), eager_label="diffusers DDIMScheduler.step (eta 0)"),
+    ]  # fmt: skip
+
+
 def cases() -> list[OpCase]:
     """Every benchmarked op (the fused ops of :mod:`kspace_ldm.ops`)."""
     import kspace_ldm.ops as ops
     from kspace_ldm.ops import _reference as ref
+
+    def kspace(shape):
+        return lambda d, g: (_complex(shape, d, g),)
 
     return [
         OpCase(
@@ -72,6 +115,32 @@ def cases() -> list[OpCase]:
             lambda x, y, m: ref.dc_project(x, y, m, 0.5),
             lambda a: _nbytes(*a) + _nbytes(a[0]),
         ),
+        OpCase(
+            "dc_residual",
+            SINGLE_COIL,
+            _dc_inputs,
+            lambda x, y, m: ops.dc_residual(x, y, m),
+            ref.dc_residual,
+            # inputs read once, residual written once (the [B] norms are negligible)
+            lambda a: _nbytes(*a) + _nbytes(a[0]),
+        ),
+        OpCase(
+            "kspace_normalize",
+            SINGLE_COIL,
+            kspace(SINGLE_COIL),
+            ops.kspace_normalize,
+            ref.kspace_normalize,
+            lambda a: 2 * _nbytes(a[0]),
+        ),
+        OpCase(
+            "kspace_denormalize",
+            SINGLE_COIL,
+            lambda d, g: ops.kspace_normalize(_complex(SINGLE_COIL, d, g)),
+            ops.kspace_denormalize,
+            ref.kspace_denormalize,
+            lambda a: 2 * _nbytes(a[0]),
+        ),
+        *_scheduler_cases(),
     ]
 
 
