@@ -4,6 +4,7 @@ modulation formulas, unitarity, adjointness, opcheck, gradients, export and erro
 from __future__ import annotations
 
 import math
+import threading
 
 import pytest
 import torch
@@ -195,6 +196,32 @@ def test_empty_and_device_of_output():
         assert ops.fft2c(x).shape == shape and ops.ifft2c(x).shape == shape
 
 
+def test_reused_input_buffer_never_leaks():
+    # The CPU ops reuse a per-thread FFT input buffer between calls: earlier results must stay
+    # intact, in one thread and with several threads calling at once.
+    gen = _gen("reuse")
+    x, y = (torch.randn(2, 8, 6, dtype=torch.complex64, generator=gen) for _ in range(2))
+    a = ops.fft2c(x)
+    a0 = a.clone()
+    ops.fft2c(y)
+    ops.ifft2c(y[:1])
+    assert torch.equal(a, a0)
+
+    inputs = [torch.randn(3, 32, 24, dtype=torch.complex64, generator=gen) for _ in range(4)]
+    want = [ops.fft2c(t) for t in inputs]
+    ok = [False] * len(inputs)
+
+    def worker(i):
+        ok[i] = all(torch.equal(ops.fft2c(inputs[i]), want[i]) for _ in range(20))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(ok)
+
+
 @pytest.fixture
 def one_thread():
     # MKL's threaded FFT costs ~10 ms per call on tiny tensors when the 2 cores are busy (OpenMP
@@ -259,3 +286,20 @@ def test_errors(op, shape, dtype, exc, msg):
     fn = getattr(ops, op)
     with pytest.raises(exc, match=msg):
         fn(torch.zeros(shape, dtype=dtype))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_opcheck_gradcheck_and_cpu_agreement():
+    gen = _gen("cuda")
+    x = torch.randn(2, 3, 7, 6, dtype=torch.complex64, generator=gen)
+    xc = x.cuda()
+    pairs = [(torch.ops.kldm.fft2c.default, ops.fft2c), (torch.ops.kldm.ifft2c.default, ops.ifft2c)]
+    for op, fn in pairs:
+        torch.library.opcheck(op, (xc,))
+        # cuFFT vs MKL: relative difference of a few float32 ulps (bound as for the twin)
+        assert _rel_err(fn(xc).cpu(), fn(x)) < RTOL[torch.complex64]
+    t = torch.randn(2, 5, 4, dtype=torch.complex128, generator=gen).cuda().requires_grad_()
+    torch.library.opcheck(torch.ops.kldm.fft2c.default, (t,))
+    assert torch.autograd.gradcheck(ops.fft2c, (t,))
+    assert torch.autograd.gradgradcheck(ops.ifft2c, (t,))

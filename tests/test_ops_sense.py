@@ -379,3 +379,21 @@ def test_cuda_matches_cpu():
         a_gpu = ops.sense_adjoint(k_gpu, maps.cuda(), mask.cuda())
         assert _rel_err(a_gpu.cpu(), ops.sense_adjoint(k_cpu, maps, mask)) < 1e-6
         assert _rel_err(ops.rss(k_gpu).cpu(), ops.rss(k_cpu)) < 1e-6
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_opcheck_and_gradcheck():
+    gen = _gen("cuda-opcheck")
+    dt = torch.complex128
+    image = torch.randn(2, 1, 3, 4, dtype=dt, generator=gen).cuda().requires_grad_()
+    maps = torch.randn(1, 2, 3, 4, dtype=dt, generator=gen).cuda().requires_grad_()
+    kspace = torch.randn(2, 2, 3, 4, dtype=dt, generator=gen).cuda().requires_grad_()
+    mask = torch.tensor([True, False, True, True], device="cuda")
+    torch.library.opcheck(torch.ops.kldm.sense_forward.default, (image, maps, mask))
+    torch.library.opcheck(torch.ops.kldm.sense_adjoint.default, (kspace, maps, None))
+    torch.library.opcheck(torch.ops.kldm.rss.default, (kspace,))
+    fwd = functools.partial(ops.sense_forward, mask=mask)
+    assert torch.autograd.gradcheck(fwd, (image, maps))
+    assert torch.autograd.gradcheck(ops.sense_adjoint, (kspace, maps))
+    assert torch.autograd.gradcheck(ops.rss, (kspace,))

@@ -12,6 +12,7 @@
 #include <ATen/ops/_fft_c2c.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <c10/util/accumulate.h>
 #include <c10/util/complex.h>
 #include <torch/library.h>
 
@@ -161,11 +162,29 @@ at::Tensor phase_tables_cpu(int64_t H, int64_t W, bool inverse, at::ScalarType r
   return tab;
 }
 
+at::Tensor fft_input_buffer(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  const int64_t bytes = c10::multiply_integers(sizes) *
+                        static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(
+                            options.dtype())));
+  if (!options.device().is_cpu() || bytes > kMaxCachedFftBufferBytes) {
+    return at::empty(sizes, options);
+  }
+  // The bytes of the last buffer, kept by this thread. A buffer of the op is dropped before the op
+  // returns; if anything still shares the storage (use_count > 1) a fresh one is allocated.
+  thread_local c10::Storage cached;
+  if (!cached || cached.use_count() > 1 || static_cast<int64_t>(cached.nbytes()) < bytes) {
+    cached = at::empty({bytes}, options.dtype(at::kByte)).storage();
+  }
+  return at::empty({0}, options).set_(cached, 0, sizes, {});
+}
+
 at::Tensor fft2_ortho(const at::Tensor& buf, bool inverse) {
   const int64_t nd = buf.dim();
   // normalization 1 = fft_norm_mode::by_root_n ("ortho"), applied inside the FFT library.
   at::Tensor out = at::_fft_c2c(buf, {nd - 2, nd - 1}, /*normalization=*/1, /*forward=*/!inverse);
-  return out.is_contiguous() ? out : out.contiguous();
+  // The result must own its memory: buf may be the thread's reused input buffer.
+  if (!out.is_contiguous() || out.is_alias_of(buf)) out = out.clone(at::MemoryFormat::Contiguous);
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -283,7 +302,7 @@ at::Tensor centred_fft_cpu(const at::Tensor& x_in, bool inverse) {
   L.even = H % 2 == 0 && W % 2 == 0;
   const at::Tensor tables =
       detail::phase_tables_cpu(H, W, inverse, c10::toRealValueType(x.scalar_type()));
-  at::Tensor buf = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor buf = detail::fft_input_buffer(x.sizes(), x.options());
   detail::modulate_cpu(x, nullptr, nullptr, tables, /*post=*/false, L, buf);
   at::Tensor out = detail::fft2_ortho(buf, inverse);
   buf.reset();  // free the buffer before the post pass

@@ -129,7 +129,7 @@ at::Tensor sense_forward_cpu(const at::Tensor& image_in, const at::Tensor& maps_
   // Pre pass: the image is broadcast over the coils (in_sc = 0).
   L.in_sb = L.H * L.W;
   L.in_sc = 0;
-  at::Tensor buf = at::empty(shape, image.options());
+  at::Tensor buf = detail::fft_input_buffer(shape, image.options());
   detail::modulate_cpu(image, &maps, nullptr, tables, /*post=*/false, L, buf);
   at::Tensor out = detail::fft2_ortho(buf, /*inverse=*/false);
   buf.reset();
@@ -170,7 +170,7 @@ at::Tensor sense_adjoint_cpu(const at::Tensor& kspace_in, const at::Tensor& maps
     mask = detail::sense_mask(*mask_in, kspace.sizes(), c10::toRealValueType(kspace.scalar_type()),
                               L);
   }
-  at::Tensor buf = at::empty_like(kspace, at::MemoryFormat::Contiguous);
+  at::Tensor buf = detail::fft_input_buffer(kspace.sizes(), kspace.options());
   detail::modulate_cpu(kspace, nullptr, mask.defined() ? &mask : nullptr, tables, /*post=*/false,
                        L, buf);
   const at::Tensor z = detail::fft2_ortho(buf, /*inverse=*/true);
