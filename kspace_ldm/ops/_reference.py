@@ -203,3 +203,14 @@ def kspace_denormalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -
     y = x * std + mean
     B, C2, H, W = y.shape
     return torch.view_as_complex(y.reshape(B, C2 // 2, 2, H, W).movedim(2, -1).contiguous())
+
+
+# fft2c / ifft2c and the SENSE pair: the physics layer's pure-PyTorch definitions are the twins.
+from kspace_ldm.physics.coils import rss as _rss  # noqa: E402
+from kspace_ldm.physics.coils import sense_adjoint, sense_forward  # noqa: E402,F401
+from kspace_ldm.physics.fft import fft2c, ifft2c  # noqa: E402,F401
+
+
+def rss(coil_images: torch.Tensor) -> torch.Tensor:
+    """``sqrt(sum_c |x_c|^2)`` over the coil dim -3: ``[..., C, H, W]`` -> ``[..., H, W]`` real."""
+    return _rss(coil_images, dim=-3)

@@ -82,6 +82,30 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kspace_normalize(
 // [B, 2C, 1, 1] of x's dtype -> (x * std + mean) as [B, C, H, W] complex.
 at::Tensor kspace_denormalize(const at::Tensor& x, const at::Tensor& mean,
                               const at::Tensor& stddev);
+// Centred orthonormal 2-D FFT over the last two dims: fftshift(fft2(ifftshift(x), norm="ortho")).
+//   x:       [..., H, W] complex64/complex128 (2 to 10 dims), any size (odd or even)
+//   returns  [..., H, W] contiguous, same dtype; DC at (H / 2, W / 2). Unitary.
+at::Tensor fft2c(const at::Tensor& x);
+// Inverse of fft2c: fftshift(ifft2(ifftshift(x), norm="ortho")); same shapes and dtypes.
+at::Tensor ifft2c(const at::Tensor& x);
+
+// SENSE forward operator: mask * fft2c(maps * image).
+//   image:   [B, 1, H, W] or [B, H, W] complex64/complex128
+//   maps:    [B, C, H, W] or [1, C, H, W] (shared by the batch), image's dtype and device
+//   mask:    optional, bool or real: [W], [H, W] or 4-D [B|1, C|1, H|1, W|1]
+//   returns  [B, C, H, W] k-space
+at::Tensor sense_forward(const at::Tensor& image, const at::Tensor& maps,
+                         const std::optional<at::Tensor>& mask = std::nullopt);
+// Adjoint of sense_forward: sum_c conj(maps_c) * ifft2c(mask * kspace_c).
+//   kspace:  [B, C, H, W] complex; maps and mask as for sense_forward
+//   returns  [B, 1, H, W] image
+at::Tensor sense_adjoint(const at::Tensor& kspace, const at::Tensor& maps,
+                         const std::optional<at::Tensor>& mask = std::nullopt);
+
+// Root-sum-of-squares over the coil dim: sqrt(sum_c |x_c|^2).
+//   coil_images: [..., C, H, W] complex64/complex128/float32/float64 (at least 3 dims)
+//   returns      [..., H, W] real (float32 for complex64)
+at::Tensor rss(const at::Tensor& coil_images);
 
 struct BuildInfo {
   std::string version;        // kspace-ldm version

@@ -1,0 +1,337 @@
+// SPDX-License-Identifier: MIT
+// kldm::fft2c / kldm::ifft2c: centred orthonormal 2-D FFTs with the centring folded into phase
+// modulations (argument checks, the shared helpers of fft.h and the CPU kernels).
+//
+// fftshift(F(ifftshift(x))) = post * F(pre * x) with per-element phases (fft_math.h,
+// docs/fft_centering.md). The pre-modulation is fused with the copy into the FFT buffer and the
+// post-modulation is applied in place to the FFT's output, so the op costs one ATen FFT plus two
+// memory passes instead of the two shift copies (torch.roll) of the shift-based definition.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/_fft_c2c.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/accumulate.h>
+#include <c10/util/complex.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "fft.h"
+#include "kldm/ops.h"
+
+namespace kldm {
+namespace detail {
+
+namespace {
+
+bool is_complex64_or_128(const at::Tensor& t) {
+  return t.scalar_type() == at::kComplexFloat || t.scalar_type() == at::kComplexDouble;
+}
+
+}  // namespace
+
+void check_fft2c_args(const at::Tensor& x, const char* op) {
+  TORCH_CHECK_TYPE(is_complex64_or_128(x), op,
+                   ": x must be complex64 or complex128 [..., H, W], got ", x.scalar_type(),
+                   " with shape ", x.sizes());
+  TORCH_CHECK_VALUE(x.dim() >= 2 && x.dim() <= 2 + kMaxFftLeadingDims, op,
+                    ": x must be [..., H, W] with 2 to ", 2 + kMaxFftLeadingDims,
+                    " dims, got shape ", x.sizes());
+}
+
+namespace {
+
+void check_complex_4d(const at::Tensor& t, const char* op, const char* name, const char* layout) {
+  TORCH_CHECK_TYPE(is_complex64_or_128(t), op, ": ", name, " must be complex64 or complex128 ",
+                   layout, ", got ", t.scalar_type(), " with shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be 4-D ", layout, ", got shape ",
+                    t.sizes());
+}
+
+// x is [B, C_x, H, W] with C_x = C (coil data) or 1 (image); maps [B or 1, C, H, W].
+void check_against_maps(const at::Tensor& x, const at::Tensor& maps, const char* op,
+                        const char* name, bool coils) {
+  TORCH_CHECK_TYPE(x.scalar_type() == maps.scalar_type(), op, ": ", name, " dtype ",
+                   x.scalar_type(), " differs from maps dtype ", maps.scalar_type());
+  const int64_t c = coils ? maps.size(1) : 1;
+  TORCH_CHECK_VALUE(x.size(1) == c && x.size(2) == maps.size(2) && x.size(3) == maps.size(3), op,
+                    ": ", name, " shape ", x.sizes(), " does not match maps shape ", maps.sizes(),
+                    ": expected [", x.size(0), ", ", c, ", ", maps.size(2), ", ", maps.size(3),
+                    "]");
+  TORCH_CHECK_VALUE(maps.size(0) == 1 || maps.size(0) == x.size(0), op, ": ", name, " batch ",
+                    x.size(0), " does not match maps batch ", maps.size(0),
+                    " (maps batch must be 1, shared, or ", x.size(0), "); maps shape ",
+                    maps.sizes());
+  TORCH_CHECK_VALUE(x.device() == maps.device(), op, ": ", name, " is on ", x.device(),
+                    " but maps is on ", maps.device());
+}
+
+}  // namespace
+
+void check_sense_mask(const at::Tensor& mask, at::IntArrayRef shape, const at::Device& device,
+                      const char* op) {
+  TORCH_CHECK_TYPE(!mask.is_complex(), op, ": mask must be bool or real, got ", mask.scalar_type(),
+                   " with shape ", mask.sizes());
+  TORCH_CHECK_VALUE(mask.dim() == 1 || mask.dim() == 2 || mask.dim() == 4, op,
+                    ": mask must be [W], [H, W] or 4-D [B|1, C|1, H|1, W|1], got shape ",
+                    mask.sizes(), " (for per-sample column masks use [B, 1, 1, W])");
+  const auto ms = mask.sizes();
+  for (int64_t i = 1; i <= mask.dim(); ++i) {
+    const int64_t m = ms[mask.dim() - i];
+    const int64_t k = shape[4 - i];
+    TORCH_CHECK_VALUE(m == k || m == 1, op, ": mask shape ", ms,
+                      " does not broadcast to k-space shape ", shape, " (dim -", i, ": ", m,
+                      " vs ", k, ")");
+  }
+  TORCH_CHECK_VALUE(mask.device() == device, op, ": mask is on ", mask.device(),
+                    " but the data are on ", device);
+}
+
+void check_sense_forward_args(const at::Tensor& image, const at::Tensor& maps,
+                              const std::optional<at::Tensor>& mask) {
+  constexpr const char* op = "sense_forward";
+  check_complex_4d(maps, op, "maps", "[B, C, H, W]");
+  TORCH_CHECK_TYPE(is_complex64_or_128(image), op,
+                   ": image must be complex64 or complex128 [B, 1, H, W] or [B, H, W], got ",
+                   image.scalar_type(), " with shape ", image.sizes());
+  TORCH_CHECK_VALUE(image.dim() == 3 || image.dim() == 4, op,
+                    ": image must be [B, 1, H, W] or [B, H, W], got shape ", image.sizes());
+  const at::Tensor image4 = image.dim() == 3 ? image.unsqueeze(1) : image;
+  check_against_maps(image4, maps, op, "image", /*coils=*/false);
+  if (mask.has_value()) {
+    check_sense_mask(*mask, {image4.size(0), maps.size(1), maps.size(2), maps.size(3)},
+                     maps.device(), op);
+  }
+}
+
+void check_sense_adjoint_args(const at::Tensor& kspace, const at::Tensor& maps,
+                              const std::optional<at::Tensor>& mask) {
+  constexpr const char* op = "sense_adjoint";
+  check_complex_4d(maps, op, "maps", "[B, C, H, W]");
+  check_complex_4d(kspace, op, "kspace", "[B, C, H, W]");
+  check_against_maps(kspace, maps, op, "kspace", /*coils=*/true);
+  if (mask.has_value()) check_sense_mask(*mask, kspace.sizes(), kspace.device(), op);
+}
+
+void check_rss_args(const at::Tensor& x) {
+  TORCH_CHECK_TYPE(x.is_complex() || x.is_floating_point(),
+                   "rss: coil_images must be a real or complex floating-point [..., C, H, W] "
+                   "tensor, got ",
+                   x.scalar_type(), " with shape ", x.sizes());
+  TORCH_CHECK_TYPE(x.scalar_type() != at::kComplexHalf && x.scalar_type() != at::kHalf &&
+                       x.scalar_type() != at::kBFloat16,
+                   "rss: coil_images must be float32, float64, complex64 or complex128, got ",
+                   x.scalar_type());
+  TORCH_CHECK_VALUE(x.dim() >= 3 && x.dim() <= 3 + kMaxFftLeadingDims,
+                    "rss: coil_images must be [..., C, H, W] with 3 to ", 3 + kMaxFftLeadingDims,
+                    " dims, got shape ", x.sizes());
+}
+
+at::Tensor sense_mask(const at::Tensor& mask, at::IntArrayRef shape, at::ScalarType real,
+                      ModulateLayout& L) {
+  at::Tensor m = mask.scalar_type() == at::kBool ? mask : mask.to(real);
+  if (m.dim() == 1) {
+    m = m.view({1, 1, 1, -1});
+  } else if (m.dim() == 2) {
+    m = m.unsqueeze(0).unsqueeze(0);
+  }
+  // expand() gives stride 0 on broadcast dims, so a [W] column mask is read, not materialised.
+  const at::Tensor mx = m.expand(shape);
+  L.mask_sb = mx.stride(0);
+  L.mask_sc = mx.stride(1);
+  L.mask_sh = mx.stride(2);
+  L.mask_sw = mx.stride(3);
+  return m;
+}
+
+at::Tensor sense_maps(const at::Tensor& maps, int64_t& batch_stride) {
+  at::Tensor m = maps.contiguous();
+  batch_stride = m.size(0) == 1 ? 0 : m.size(1) * m.size(2) * m.size(3);
+  return m;
+}
+
+at::Tensor phase_tables_cpu(int64_t H, int64_t W, bool inverse, at::ScalarType real) {
+  at::Tensor tab = at::empty({4 * (H + W)}, at::TensorOptions().dtype(real));
+  AT_DISPATCH_FLOATING_TYPES(real, "kldm_phase_tables", [&] {
+    scalar_t* t = tab.mutable_data_ptr<scalar_t>();
+    for (int64_t j = 0; j < 2 * (H + W); ++j) math::phase_table_entry(j, H, W, inverse, t);
+  });
+  return tab;
+}
+
+at::Tensor fft_input_buffer(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  const int64_t bytes = c10::multiply_integers(sizes) *
+                        static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(
+                            options.dtype())));
+  if (!options.device().is_cpu() || bytes > kMaxCachedFftBufferBytes) {
+    return at::empty(sizes, options);
+  }
+  // The bytes of the last buffer, kept by this thread. A buffer of the op is dropped before the op
+  // returns; if anything still shares the storage (use_count > 1) a fresh one is allocated.
+  thread_local c10::Storage cached;
+  if (!cached || cached.use_count() > 1 || static_cast<int64_t>(cached.nbytes()) < bytes) {
+    cached = at::empty({bytes}, options.dtype(at::kByte)).storage();
+  }
+  return at::empty({0}, options).set_(cached, 0, sizes, {});
+}
+
+at::Tensor fft2_ortho(const at::Tensor& buf, bool inverse) {
+  const int64_t nd = buf.dim();
+  // normalization 1 = fft_norm_mode::by_root_n ("ortho"), applied inside the FFT library.
+  at::Tensor out = at::_fft_c2c(buf, {nd - 2, nd - 1}, /*normalization=*/1, /*forward=*/!inverse);
+  // The result must own its memory: buf may be the thread's reused input buffer.
+  if (!out.is_contiguous() || out.is_alias_of(buf)) out = out.clone(at::MemoryFormat::Contiguous);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU loops
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+// Per-line factors phase(h, w) * mask(w), for one line (b, c, h). Even sizes: real signs, stored
+// twice (interleaved like the data) so the common case is one vectorisable multiply per float.
+template <typename T, typename M>
+void line_factors(const T* tab_h, const T* tab_w, int64_t h, const M* mk, int64_t msw, int64_t W,
+                  bool even, T* f) {
+  if (even) {
+    const T sh = tab_h[2 * h];
+    for (int64_t w = 0; w < W; ++w) {
+      const T m = mk != nullptr ? static_cast<T>(mk[w * msw]) : T(1);
+      const T s = sh * tab_w[2 * w] * m;
+      f[2 * w] = s;
+      f[2 * w + 1] = s;
+    }
+  } else {
+    for (int64_t w = 0; w < W; ++w) {
+      const T m = mk != nullptr ? static_cast<T>(mk[w * msw]) : T(1);
+      T p[2];
+      math::phase_hw(tab_h, tab_w, h, w, p);
+      f[2 * w] = p[0] * m;
+      f[2 * w + 1] = p[1] * m;
+    }
+  }
+}
+
+template <typename T, typename M>
+void modulate_cpu_loop(const T* in, const T* maps, const M* mask, const T* tab_h, const T* tab_w,
+                       T* out, const ModulateLayout& L) {
+  const int64_t W = L.W;
+  const int64_t lines = L.B * L.C * L.H;
+  // About 32k complex elements per task, so small problems stay on one thread.
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(W, 1));
+  at::parallel_for(0, lines, grain, [&](int64_t begin, int64_t end) {
+    std::vector<T> fac(2 * W);
+    T* f = fac.data();
+    for (int64_t line = begin; line < end; ++line) {
+      const int64_t h = line % L.H;
+      const int64_t bc = line / L.H;
+      const int64_t c = bc % L.C;
+      const int64_t b = bc / L.C;
+      const T* x = in + 2 * (b * L.in_sb + c * L.in_sc + h * W);
+      T* y = out + 2 * (line * W);
+      const M* mk =
+          mask != nullptr ? mask + b * L.mask_sb + c * L.mask_sc + h * L.mask_sh : nullptr;
+      line_factors(tab_h, tab_w, h, mk, L.mask_sw, W, L.even, f);
+      if (maps == nullptr) {
+        if (L.even) {
+          for (int64_t j = 0; j < 2 * W; ++j) y[j] = x[j] * f[j];
+        } else {
+          for (int64_t w = 0; w < W; ++w) math::cmul(x + 2 * w, f + 2 * w, y + 2 * w);
+        }
+      } else {
+        const T* s = maps + 2 * (b * L.maps_sb + c * L.maps_sc + h * W);
+        for (int64_t w = 0; w < W; ++w) {
+          T v[2];
+          math::cmul(s + 2 * w, x + 2 * w, v);
+          if (L.even) {
+            y[2 * w] = v[0] * f[2 * w];
+            y[2 * w + 1] = v[1] * f[2 * w];
+          } else {
+            math::cmul(v, f + 2 * w, y + 2 * w);
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void modulate_cpu(const at::Tensor& in, const at::Tensor* maps, const at::Tensor* mask,
+                  const at::Tensor& tables, bool post, const ModulateLayout& L, at::Tensor& out) {
+  if (L.B * L.C * L.H * L.W == 0) return;
+  AT_DISPATCH_COMPLEX_TYPES(out.scalar_type(), "kldm_modulate_cpu", [&] {
+    using T = typename scalar_t::value_type;
+    const T* tab_h = tables.const_data_ptr<T>() + (post ? 2 * (L.H + L.W) : 0);
+    const T* tab_w = tab_h + 2 * L.H;
+    const T* x = reinterpret_cast<const T*>(in.const_data_ptr<scalar_t>());
+    const T* s =
+        maps != nullptr ? reinterpret_cast<const T*>(maps->const_data_ptr<scalar_t>()) : nullptr;
+    T* y = reinterpret_cast<T*>(out.mutable_data_ptr<scalar_t>());
+    if (mask != nullptr && mask->scalar_type() == at::kBool) {
+      modulate_cpu_loop<T, bool>(x, s, mask->const_data_ptr<bool>(), tab_h, tab_w, y, L);
+    } else {
+      const T* m = mask != nullptr ? mask->const_data_ptr<T>() : nullptr;
+      modulate_cpu_loop<T, T>(x, s, m, tab_h, tab_w, y, L);
+    }
+  });
+}
+
+}  // namespace detail
+
+namespace {
+
+at::Tensor centred_fft_cpu(const at::Tensor& x_in, bool inverse) {
+  detail::check_fft2c_args(x_in, inverse ? "ifft2c" : "fft2c");
+  const at::Tensor x = x_in.contiguous();
+  const int64_t nd = x.dim();
+  const int64_t H = x.size(nd - 2);
+  const int64_t W = x.size(nd - 1);
+  if (x.numel() == 0) return at::empty_like(x, at::MemoryFormat::Contiguous);
+  ModulateLayout L;
+  L.B = x.numel() / (H * W);
+  L.C = 1;
+  L.H = H;
+  L.W = W;
+  L.in_sb = H * W;
+  L.even = H % 2 == 0 && W % 2 == 0;
+  const at::Tensor tables =
+      detail::phase_tables_cpu(H, W, inverse, c10::toRealValueType(x.scalar_type()));
+  at::Tensor buf = detail::fft_input_buffer(x.sizes(), x.options());
+  detail::modulate_cpu(x, nullptr, nullptr, tables, /*post=*/false, L, buf);
+  at::Tensor out = detail::fft2_ortho(buf, inverse);
+  buf.reset();  // free the buffer before the post pass
+  detail::modulate_cpu(out, nullptr, nullptr, tables, /*post=*/true, L, out);
+  return out;
+}
+
+at::Tensor fft2c_cpu(const at::Tensor& x) { return centred_fft_cpu(x, /*inverse=*/false); }
+at::Tensor ifft2c_cpu(const at::Tensor& x) { return centred_fft_cpu(x, /*inverse=*/true); }
+
+}  // namespace
+
+at::Tensor fft2c(const at::Tensor& x) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("kldm::fft2c", "")
+                       .typed<at::Tensor(const at::Tensor&)>();
+  return op.call(x);
+}
+
+at::Tensor ifft2c(const at::Tensor& x) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("kldm::ifft2c", "")
+                       .typed<at::Tensor(const at::Tensor&)>();
+  return op.call(x);
+}
+
+TORCH_LIBRARY_IMPL(kldm, CPU, m) {
+  m.impl("fft2c", &fft2c_cpu);
+  m.impl("ifft2c", &ifft2c_cpu);
+}
+
+}  // namespace kldm
