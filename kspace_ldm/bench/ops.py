@@ -140,8 +140,45 @@ def cases() -> list[OpCase]:
             ref.kspace_denormalize,
             lambda a: 2 * _nbytes(a[0]),
         ),
+        *_fft_cases(ops, ref),
         *_scheduler_cases(),
     ]
+
+
+def _fft_cases(ops, ref) -> list[OpCase]:
+    """Centred FFTs (against the shift-based twin, and against a plain unshifted FFT, the bound of
+    the fftmod design) and the coil ops at multi-coil size."""
+
+    def kspace(shape):
+        return lambda d, g: (_complex(shape, d, g),)
+
+    def sense_inputs(d, g):
+        B, _, H, W = MULTI_COIL
+        image = _complex((B, 1, H, W), d, g)
+        maps = _complex(MULTI_COIL, d, g)
+        mask = (torch.rand(W, generator=g) > 0.7).to(d)
+        return image, maps, mask
+
+    def adjoint_inputs(d, g):
+        _, maps, mask = sense_inputs(d, g)
+        return _complex(MULTI_COIL, d, g), maps, mask
+
+    plain = lambda x: torch.fft.fft2(x, norm="ortho")  # noqa: E731
+    io = lambda a: 2 * _nbytes(a[0])  # noqa: E731
+    return [
+        OpCase("fft2c", SINGLE_COIL, kspace(SINGLE_COIL), ops.fft2c, ref.fft2c, io,
+               eager_label="shift-based twin"),
+        OpCase("fft2c_vs_plain_fft2", SINGLE_COIL, kspace(SINGLE_COIL), ops.fft2c, plain, io,
+               eager_label="plain torch.fft.fft2 (bound: >= 0.8x)"),
+        OpCase("ifft2c", SINGLE_COIL, kspace(SINGLE_COIL), ops.ifft2c, ref.ifft2c, io,
+               eager_label="shift-based twin"),
+        OpCase("sense_forward", MULTI_COIL, sense_inputs, ops.sense_forward, ref.sense_forward,
+               lambda a: _nbytes(*a) + _nbytes(a[1])),
+        OpCase("sense_adjoint", MULTI_COIL, adjoint_inputs, ops.sense_adjoint, ref.sense_adjoint,
+               lambda a: _nbytes(*a) + _nbytes(a[0]) // MULTI_COIL[1]),
+        OpCase("rss", MULTI_COIL, kspace(MULTI_COIL), ops.rss, ref.rss,
+               lambda a: _nbytes(a[0]) + _nbytes(a[0]) // (2 * MULTI_COIL[1])),
+    ]  # fmt: skip
 
 
 def run(
