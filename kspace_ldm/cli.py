@@ -394,7 +394,7 @@ def eval_ae(model_dir, data_dir, out_dir, device, md_path) -> None:
 # --------------------------------------------------------------------------------------------
 @main.group()
 def bench() -> None:
-    """Benchmarks: fused ops vs eager PyTorch, timed side by side in one run."""
+    """Benchmarks: fused ops vs eager PyTorch; first-stage training throughput."""
 
 
 @bench.command("ops")
@@ -416,6 +416,52 @@ def bench_ops(device, json_path, repeats, only) -> None:
     click.echo(bench_ops_mod.format_table(result))
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+
+
+@bench.command("train")
+@click.option(
+    "--config",
+    "configs",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="First-stage config(s) to measure (repeatable).",
+)
+@click.option(
+    "--size",
+    default="1x160x96",
+    show_default=True,
+    help="Input COILSxHxW (the network sees 2*COILS channels).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="CPU threads (0: torch's).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@_handle_errors
+def bench_train(configs, size, batch_size, steps, device, threads, overrides, json_path) -> None:
+    """Training samples/s and peak memory of each first-stage config at a stated input size."""
+    import torch
+
+    from kspace_ldm.bench import train as bench_train_mod
+    from kspace_ldm.io import atomic_write_text
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA device is available")
+    try:
+        dims = tuple(int(v) for v in size.lower().split("x"))
+        if len(dims) != 3 or min(dims) < 1:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"expected COILSxHxW, got {size!r}", param_hint="--size") from None
+    rows = bench_train_mod.run_configs(
+        list(configs), dims, batch_size, steps, device, tuple(overrides), threads
+    )
+    click.echo(f"device: {rows[0]['device']}, torch {torch.__version__}, median of {steps} steps")
+    click.echo(bench_train_mod.format_table(rows))
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(rows, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ class ModelConfig:
 class NormConfig:
     """k-space normalisation (``normalization:``), see :mod:`kspace_ldm.models.kspace_norm`."""
 
-    mode: str = "acs"
+    mode: str = "rms"
     acs_fraction: float = 0.04
     weighting: str = "none"
     weight_power: float = 1.0
@@ -115,6 +115,7 @@ class OptimConfig:
 class RunConfig:
     """The training run (``train:``).
 
+    ``val_at_start``: validate the untrained model first (a baseline row at step 0 in val.csv).
     ``precision``: auto (bf16 autocast on CUDA, fp32 on the CPU) | fp32 | bf16. ``num_threads``:
     torch intra-op threads per process (0 = torch's default). ``check_replicas``: under DDP, compare
     the parameters of all ranks at each validation and fail if they diverge.
@@ -123,6 +124,7 @@ class RunConfig:
     max_steps: int = 1000
     log_every: int = 10
     val_every: int = 500
+    val_at_start: bool = True
     ckpt_every: int = 500
     keep_checkpoints: int = 2
     seed: int = 0

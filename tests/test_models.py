@@ -103,7 +103,7 @@ def test_bad_input_channels():
         KspaceAutoencoder(2, (6, 16), 4, 1, 4, False)
 
 
-@pytest.mark.parametrize("mode", ["standardize", "acs", "none"])
+@pytest.mark.parametrize("mode", ["rms", "standardize", "acs", "none"])
 @pytest.mark.parametrize("weighting", ["none", "radial", "log"])
 def test_normalizer_roundtrip(mode, weighting, gen):
     k = _kspace(gen, c=2)

@@ -11,6 +11,14 @@ Normalisation modes (``mode``):
 * ``"standardize"`` -- the reference's ``norm``: per sample and per real channel, subtract the mean
   and divide by the (unbiased) standard deviation over ``H * W``. It needs the *fully sampled*
   k-space, which is not available when reconstructing undersampled data (reference bug 4).
+* ``"rms"`` -- divide the complex k-space by one positive scale per sample: its RMS magnitude over
+  all coils and samples, so every input has exactly unit power. The networks' GroupNorm /
+  InstanceNorm layers discard each sample's absolute scale, so only an input normalised to a fixed
+  power lets them reproduce the amplitude (docs/results.md measures this: the per-sample spread of
+  any other statistic turns into a reconstruction error). No mean is subtracted, so the map is
+  linear and commutes with complex phase. At test time on undersampled data the full-k-space RMS
+  is unknown; the decoder's output is unit-power k-space whose one free scalar the sampler fits to
+  the measured lines (least squares), which is exact for a correct shape.
 * ``"acs"`` -- divide the complex k-space by one positive scale per sample: the RMS magnitude of the
   central calibration (ACS) columns, ``acs_fraction * W`` columns around ``W // 2`` over all rows
   and coils. Every fastMRI mask samples those columns fully (centre fraction >= 0.04), so exactly
@@ -43,7 +51,7 @@ from ..physics.transforms import channels_to_complex, complex_to_channels, kspac
 
 __all__ = ["NORM_MODES", "WEIGHTINGS", "KspaceNormalizer", "NormStats"]
 
-NORM_MODES = ("standardize", "acs", "none")
+NORM_MODES = ("rms", "standardize", "acs", "none")
 WEIGHTINGS = ("none", "radial", "log")
 
 
@@ -53,7 +61,7 @@ class NormStats:
 
     Attributes:
         shift: ``[B, 2C, 1, 1]`` real channel means (``standardize``) or ``None``.
-        scale: ``[B, 2C, 1, 1]`` (``standardize``) or ``[B, 1, 1, 1]`` (``acs``) positive scales,
+        scale: ``[B, 2C, 1, 1]`` (``standardize``) or ``[B, 1, 1, 1]`` (``rms``, ``acs``) scales,
             or ``None`` (``none``).
     """
 
@@ -65,7 +73,7 @@ class KspaceNormalizer:
     """Maps complex k-space to the real network domain and back (see the module docstring).
 
     Args:
-        mode: ``"standardize"``, ``"acs"`` or ``"none"``.
+        mode: ``"rms"``, ``"standardize"``, ``"acs"`` or ``"none"``.
         acs_fraction: fraction of the columns around ``W // 2`` used by ``"acs"``.
         weighting: ``"none"`` or ``"radial"``.
         weight_power: exponent ``p`` of the radial weight.
@@ -78,7 +86,7 @@ class KspaceNormalizer:
 
     def __init__(
         self,
-        mode: str = "acs",
+        mode: str = "rms",
         acs_fraction: float = 0.04,
         weighting: str = "none",
         weight_power: float = 1.0,
@@ -140,6 +148,11 @@ class KspaceNormalizer:
             scale = x.std(dim=(-2, -1), keepdim=True).clamp_min(self.eps)
             x = (x - shift) / scale
             stats = NormStats(shift, scale)
+        elif self.mode == "rms":
+            scale = kspace.abs().square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
+            scale = scale.clamp_min(self.eps)
+            x = x / scale
+            stats = NormStats(None, scale)
         elif self.mode == "acs":
             acs = kspace[..., self.acs_columns(kspace.shape[-1])]
             scale = acs.abs().square().mean(dim=(1, 2, 3), keepdim=True).sqrt()

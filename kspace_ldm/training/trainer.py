@@ -310,7 +310,7 @@ def train(
             c = ckpt.load_checkpoint(latest)
             model.load_state_dict(c.model)
             opt.load_state_dict(c.optim["optimizer"])
-            sched.load_state_dict(c.optim["scheduler"])
+            sched.load_state_dict({**c.optim["scheduler"], "lr_lambdas": [None]})
             if disc is not None:
                 if c.discriminator is None:
                     raise InputError(latest, "has no discriminator weights but the config uses one")
@@ -371,7 +371,10 @@ def train(
     model.train()
 
     def save(step_done: int) -> None:
-        optim_state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+        # The schedule's shape comes from the config (so --resume --set train.max_steps=... takes
+        # effect); only the scheduler's position is state.
+        sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
+        optim_state = {"optimizer": opt.state_dict(), "scheduler": sched_state}
         if disc_opt is not None:
             optim_state["disc_optimizer"] = disc_opt.state_dict()
         state = {
@@ -391,7 +394,37 @@ def train(
             keep=tc.keep_checkpoints,
         )
 
+    def validate(step_done: int) -> None:
+        nonlocal last_val, best_ssim, best_step
+        if d.enabled and tc.check_replicas:
+            _check_replicas(model, device, step_done)
+        if d.is_main:
+            last_val, pairs = evaluate_model(
+                model, normalizer, val_ds, device, cfg.data.val_batch_size, tc.val_panels
+            )
+            img = _panel_image(pairs) if pairs else None
+            if img is not None:
+                save_png(img, run_dir / "panels" / f"step_{step_done:08d}.png")
+            logger.log_val(step_done, last_val, img)
+            # The untrained model (step 0) is a baseline, never "best".
+            if step_done > 0 and last_val["ssim"] > best_ssim:
+                best_ssim, best_step = last_val["ssim"], step_done
+                ckpt.save_best(
+                    run_dir,
+                    model.state_dict(),
+                    config_to_yaml(cfg),
+                    {"step": step_done, **last_val},
+                )
+            if bar is not None:
+                bar.write(
+                    f"[val] step {step_done}: PSNR {last_val['psnr']:.2f} dB, "
+                    f"SSIM {last_val['ssim']:.4f}, NMSE {last_val['nmse']:.4g}"
+                )
+        _barrier(d)
+
     try:
+        if val_ds is not None and tc.val_at_start and start_step == 0:
+            validate(0)
         for keys_batch in loader:
             # Per-step seeding: posterior samples / dropout depend only on (seed, step, rank).
             torch.manual_seed((tc.seed * 1_000_003 + step) * 8191 + d.rank)
@@ -448,30 +481,7 @@ def train(
                 bar.update(1)
 
             if val_ds is not None and (step % tc.val_every == 0 or step == tc.max_steps):
-                if d.enabled and tc.check_replicas:
-                    _check_replicas(model, device, step)
-                if d.is_main:
-                    last_val, pairs = evaluate_model(
-                        model, normalizer, val_ds, device, cfg.data.val_batch_size, tc.val_panels
-                    )
-                    img = _panel_image(pairs) if pairs else None
-                    if img is not None:
-                        save_png(img, run_dir / "panels" / f"step_{step:08d}.png")
-                    logger.log_val(step, last_val, img)
-                    if last_val["ssim"] > best_ssim:
-                        best_ssim, best_step = last_val["ssim"], step
-                        ckpt.save_best(
-                            run_dir,
-                            model.state_dict(),
-                            config_to_yaml(cfg),
-                            {"step": step, **last_val},
-                        )
-                    if bar is not None:
-                        bar.write(
-                            f"[val] step {step}: PSNR {last_val['psnr']:.2f} dB, "
-                            f"SSIM {last_val['ssim']:.4f}, NMSE {last_val['nmse']:.4g}"
-                        )
-                _barrier(d)
+                validate(step)
             if step % tc.ckpt_every == 0 or step == tc.max_steps:
                 if d.is_main:
                     save(step)
