@@ -404,3 +404,40 @@ def test_killed_run_resumes_like_uninterrupted(synth, tmp_path):
     lr_b = [r["lr"] for r in read_csv(killed / "logs" / "train.csv")]
     assert lr_a == lr_b
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Units: batch order and LR schedule
+# ---------------------------------------------------------------------------------------------
+
+
+def test_step_sampler_shards_and_resumes():
+    from kspace_ldm.training.data import StepBatchSampler
+
+    n, bs, steps = 23, 3, 12  # 3 steps per epoch with 2 ranks (18 of 23 used), 4 epochs
+    ranks = [list(StepBatchSampler(n, bs, 5, 0, steps, rank=r, world_size=2)) for r in range(2)]
+    for step in range(steps):
+        a, b = ranks[0][step], ranks[1][step]
+        assert len(a) == len(b) == bs
+        assert not set(a) & set(b)  # the ranks see different samples
+    for epoch in range(4):  # within an epoch no sample repeats across steps and ranks
+        keys = [k for r in ranks for batch in r[epoch * 3 : epoch * 3 + 3] for k in batch]
+        assert len(set(keys)) == len(keys) == 18
+        assert all(k // n == epoch for k in keys)
+    assert ranks[0][:3] != ranks[0][3:6]  # a new permutation each epoch
+    resumed = list(StepBatchSampler(n, bs, 5, 7, steps, rank=1, world_size=2))
+    assert resumed == ranks[1][7:]
+    with pytest.raises(InputError, match="fewer than batch_size"):
+        StepBatchSampler(5, 3, 0, 0, 1, rank=0, world_size=2)
+
+
+def test_lr_schedules():
+    from kspace_ldm.training.trainer import LRSchedule
+
+    cos = LRSchedule("cosine", 110, 10, 0.1, 1, 1.0)
+    assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)
+    assert cos(10) == pytest.approx(1.0) and cos(60) == pytest.approx(0.55)
+    assert cos(110) == pytest.approx(0.1) and cos(500) == pytest.approx(0.1)
+    step = LRSchedule("step", 100, 0, 0.0, 10, 0.5)
+    assert [step(s) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
+    assert LRSchedule("constant", 100, 0, 0.0, 1, 1.0)(77) == 1.0

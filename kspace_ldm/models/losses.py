@@ -200,7 +200,10 @@ class FirstStageLoss(nn.Module):
                 loss = loss + c.lpips_weight * lp
                 logs["lpips"] = lp.detach()
         if enc.posterior is not None and c.kl_weight > 0:
-            kl = enc.posterior.kl().mean() / x[0].numel()
+            # In float32 even under bf16 autocast: a sum over the whole latent.
+            mean, logvar = enc.posterior.mean.float(), enc.posterior.logvar.float()
+            kl_per_sample = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2, 3))
+            kl = kl_per_sample.mean() / x[0].numel()
             loss = loss + c.kl_weight * kl
             logs["kl"] = kl.detach()
         if self.discriminator is not None and step >= c.disc_start:

@@ -45,7 +45,7 @@ from ..viz import panel, save_png
 from . import checkpoint as ckpt
 from .data import FirstStageDataset, StepBatchSampler, collate
 
-__all__ = ["TrainResult", "evaluate_model", "lr_lambda", "train"]
+__all__ = ["LRSchedule", "TrainResult", "evaluate_model", "train"]
 
 
 @dataclass
@@ -107,9 +107,10 @@ def _barrier(d: _Dist) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-class lr_lambda:
+class LRSchedule:
     """LR multiplier per step: linear warm-up, then constant, cosine (to ``min_lr_ratio``) or step
-    decay (``gamma`` every ``step_size`` steps). A plain object so LambdaLR can save its state."""
+    decay (``gamma`` every ``step_size`` steps). Built from the config on every (re)start; the
+    checkpoint stores only the scheduler's position."""
 
     def __init__(
         self,
@@ -299,7 +300,7 @@ def train(
     o = cfg.optim
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lr_lambda(o.scheduler, tc.max_steps, o.warmup_steps, o.min_lr_ratio, o.step_size, o.gamma),
+        LRSchedule(o.scheduler, tc.max_steps, o.warmup_steps, o.min_lr_ratio, o.step_size, o.gamma),
     )
     disc_opt = _optimizer(disc.parameters(), cfg, loss_cfg.disc_lr) if disc is not None else None
 
@@ -425,10 +426,10 @@ def train(
     try:
         if val_ds is not None and tc.val_at_start and start_step == 0:
             validate(0)
-        for keys_batch in loader:
+        for batch in loader:
             # Per-step seeding: posterior samples / dropout depend only on (seed, step, rank).
             torch.manual_seed((tc.seed * 1_000_003 + step) * 8191 + d.rank)
-            k = keys_batch["kspace"].to(device, non_blocking=True)
+            k = batch["kspace"].to(device, non_blocking=True)
             x, stats = normalizer.normalize(k)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 x_hat, enc = ddp_model(x)
@@ -437,7 +438,7 @@ def train(
                 x_hat.float(),
                 enc,
                 stats,
-                keys_batch["crop"],
+                batch["crop"],
                 step,
                 last_layer=model.last_layer if disc is not None else None,
             )
