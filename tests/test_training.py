@@ -441,3 +441,24 @@ def test_lr_schedules():
     step = LRSchedule("step", 100, 0, 0.0, 10, 0.5)
     assert [step(s) for s in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
     assert LRSchedule("constant", 100, 0, 0.0, 1, 1.0)(77) == 1.0
+
+
+def test_dataset_crops_and_flips_in_image_domain(synth):
+    from kspace_ldm.physics import kspace_to_image
+    from kspace_ldm.training.data import FirstStageDataset
+
+    root = str(synth / "singlecoil_train")
+    plain = FirstStageDataset(root, train=False)
+    aug = FirstStageDataset(root, crop=(40, 24), flip=True, seed=3)
+    item = aug[5]
+    assert item.kspace.shape == (1, 40, 24) and item.kspace.dtype == torch.complex64
+    assert item.crop == (32, 24)  # recon size 32, clipped to the crop width
+    torch.testing.assert_close(item.target, kspace_to_image(item.kspace[None], (32, 24), 1)[0])
+    # deterministic per key, different across epochs (key = epoch * len + index)
+    torch.testing.assert_close(aug[5].kspace, item.kspace)
+    assert not torch.equal(aug[5 + len(aug)].kspace, item.kspace)
+    # without augmentation: the file's own k-space and target
+    p = plain[5]
+    assert p.kspace.shape == (1, 64, 48) and p.target.shape == (32, 32)
+    with pytest.raises(InputError, match="exceeds"):
+        FirstStageDataset(root, crop=(80, 24))[0]
