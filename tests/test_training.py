@@ -462,3 +462,25 @@ def test_dataset_crops_and_flips_in_image_domain(synth):
     assert p.kspace.shape == (1, 64, 48) and p.target.shape == (32, 32)
     with pytest.raises(InputError, match="exceeds"):
         FirstStageDataset(root, crop=(80, 24))[0]
+
+
+def test_wandb_is_opt_in_and_missing_package_is_clear(synth, tmp_path):
+    import importlib.util
+
+    assert load_config(TINY).train.wandb is False
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    res = run(
+        "train",
+        "--config",
+        TINY,
+        "--out",
+        tmp_path / "r",
+        *data_sets(synth),
+        "--set",
+        "train.wandb=true",
+        "--set",
+        "train.max_steps=1",
+        ok=False,
+    )
+    assert res.exit_code == 2 and "wandb" in res.output
