@@ -315,9 +315,86 @@ def evaluate(
 
 
 # --------------------------------------------------------------------------------------------
+@main.command()
+@click.option(
+    "--stage",
+    type=click.Choice(["ae"]),
+    default="ae",
+    show_default=True,
+    help="What to train (ae: the first-stage k-space autoencoder).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML config (configs/*.yaml). Not with --resume.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory for checkpoints, logs and panels.",
+)
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Continue the run in this directory from its latest checkpoint.",
+)
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config value, e.g. --set optim.lr=1e-4 (repeatable).",
+)
+@_handle_errors
+def train(stage, config_path, out_dir, resume_dir, overrides) -> None:
+    """Train a model (under torchrun for several processes/GPUs)."""
+    from kspace_ldm.training.trainer import run_from_cli
+
+    if config_path is None and resume_dir is None:
+        raise click.UsageError("give --config FILE (new run) or --resume RUN_DIR")
+    if resume_dir is None and out_dir is None:
+        raise click.UsageError("give --out RUN_DIR for a new run")
+    if resume_dir is not None and out_dir is not None:
+        raise click.UsageError("--out and --resume are exclusive (a resumed run stays in place)")
+    result = run_from_cli(config_path, out_dir, resume_dir, list(overrides))
+    if result.last_val:
+        v = result.last_val
+        click.echo(
+            f"step {result.step}: val PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f}, "
+            f"NMSE {v['nmse']:.4g} ({result.seconds:.0f} s) -> {result.run_dir}"
+        )
+    else:
+        click.echo(f"step {result.step} ({result.seconds:.0f} s) -> {result.run_dir}")
+
+
+@main.command("eval-ae")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("data_dir", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path))
+@_handle_errors
+def eval_ae(model_dir, data_dir, out_dir, device, md_path) -> None:
+    """Encode/decode the fully sampled k-space of DATA_DIR with a trained first stage (MODEL_DIR:
+    RUN_DIR/best or a checkpoint) and evaluate the images by the fastMRI protocol."""
+    from kspace_ldm.training.evaluate import evaluate_first_stage
+
+    result = evaluate_first_stage(model_dir, data_dir, out_dir, device=device)
+    click.echo(result.format_table())
+    if md_path is not None:
+        result.to_markdown(md_path)
+
+
+# --------------------------------------------------------------------------------------------
 @main.group()
 def bench() -> None:
-    """Benchmarks: fused ops vs eager PyTorch, timed side by side in one run."""
+    """Benchmarks: fused ops vs eager PyTorch; first-stage training throughput."""
 
 
 @bench.command("ops")
@@ -339,6 +416,52 @@ def bench_ops(device, json_path, repeats, only) -> None:
     click.echo(bench_ops_mod.format_table(result))
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+
+
+@bench.command("train")
+@click.option(
+    "--config",
+    "configs",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="First-stage config(s) to measure (repeatable).",
+)
+@click.option(
+    "--size",
+    default="1x160x96",
+    show_default=True,
+    help="Input COILSxHxW (the network sees 2*COILS channels).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--threads", type=click.IntRange(min=0), default=0, help="CPU threads (0: torch's).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@_handle_errors
+def bench_train(configs, size, batch_size, steps, device, threads, overrides, json_path) -> None:
+    """Training samples/s and peak memory of each first-stage config at a stated input size."""
+    import torch
+
+    from kspace_ldm.bench import train as bench_train_mod
+    from kspace_ldm.io import atomic_write_text
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA device is available")
+    try:
+        dims = tuple(int(v) for v in size.lower().split("x"))
+        if len(dims) != 3 or min(dims) < 1:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"expected COILSxHxW, got {size!r}", param_hint="--size") from None
+    rows = bench_train_mod.run_configs(
+        list(configs), dims, batch_size, steps, device, tuple(overrides), threads
+    )
+    click.echo(f"device: {rows[0]['device']}, torch {torch.__version__}, median of {steps} steps")
+    click.echo(bench_train_mod.format_table(rows))
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(rows, indent=2) + "\n")
 
 
 # --------------------------------------------------------------------------------------------

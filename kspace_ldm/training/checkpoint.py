@@ -1,0 +1,171 @@
+"""Checkpoints: safetensors weights + optimiser/scheduler state + config + step, written atomically.
+
+Layout of a run directory::
+
+    RUN_DIR/config.yaml                          the config the run was started with
+    RUN_DIR/checkpoints/step_00001000/           one checkpoint (the newest ``keep`` are kept)
+        model.safetensors                        autoencoder weights
+        discriminator.safetensors                PatchGAN weights (GAN runs only)
+        optimizer.pt                             optimiser(s) + LR scheduler state (tensors and
+                                                 plain containers only; read with weights_only)
+        state.json                               step, best validation SSIM, config, metrics
+    RUN_DIR/checkpoints/latest.json              {"step": N, "dir": "step_0000000N"}
+    RUN_DIR/best/                                model.safetensors + config.yaml + metrics.json
+                                                 of the best validation SSIM so far
+
+A checkpoint directory is filled under a temporary name and renamed into place, then
+``latest.json`` is replaced atomically, so a run killed at any moment leaves the previous
+checkpoint intact and ``latest.json`` pointing at a complete one. Nothing is ever unpickled:
+weights are safetensors and ``optimizer.pt`` is read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import InputError
+from ..io import atomic_path, atomic_write_text
+
+__all__ = [
+    "Checkpoint",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_model_weights",
+    "save_best",
+    "save_checkpoint",
+]
+
+MODEL_FILE = "model.safetensors"
+DISC_FILE = "discriminator.safetensors"
+OPTIM_FILE = "optimizer.pt"
+STATE_FILE = "state.json"
+
+
+def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    # safetensors refuses shared or non-contiguous storage; a detached contiguous copy is exact.
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp))
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint (tensors on the CPU)."""
+
+    path: Path
+    step: int
+    model: dict[str, torch.Tensor]
+    discriminator: dict[str, torch.Tensor] | None
+    optim: dict[str, Any]
+    state: dict[str, Any]
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    optim_state: dict[str, Any],
+    state: dict[str, Any],
+    disc_state: dict[str, torch.Tensor] | None = None,
+    keep: int = 2,
+) -> Path:
+    """Write ``checkpoints/step_<step>`` atomically, point ``latest.json`` at it, prune old ones.
+
+    Returns:
+        The checkpoint directory.
+    """
+    ckpt_root = Path(run_dir) / "checkpoints"
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:08d}"
+    final = ckpt_root / name
+    tmp = ckpt_root / f".{name}.{os.getpid()}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        _save_tensors(model_state, tmp / MODEL_FILE)
+        if disc_state is not None:
+            _save_tensors(disc_state, tmp / DISC_FILE)
+        with atomic_path(tmp / OPTIM_FILE) as p:
+            torch.save(optim_state, p)
+        atomic_write_text(tmp / STATE_FILE, json.dumps({"step": step, **state}, indent=2))
+        if final.exists():
+            # A checkpoint of this step left by an earlier (killed) attempt: replace it.
+            old = ckpt_root / f".{name}.{os.getpid()}.old"
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(ckpt_root / "latest.json", json.dumps({"step": step, "dir": name}) + "\n")
+    _prune(ckpt_root, keep, protect=name)
+    return final
+
+
+def _prune(ckpt_root: Path, keep: int, protect: str) -> None:
+    dirs = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir())
+    for p in dirs[:-keep] if keep > 0 else []:
+        if p.name != protect:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The checkpoint ``latest.json`` names, or ``None`` if the run has none yet."""
+    pointer = Path(run_dir) / "checkpoints" / "latest.json"
+    if not pointer.is_file():
+        return None
+    try:
+        name = json.loads(pointer.read_text())["dir"]
+    except (ValueError, KeyError) as err:
+        raise InputError(pointer, f"unreadable checkpoint pointer ({err})") from None
+    path = pointer.parent / name
+    if not (path / STATE_FILE).is_file():
+        raise InputError(pointer, f"names {name}, which is missing or incomplete")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint directory (weights via safetensors, optimiser with weights_only)."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        model = load_file(str(path / MODEL_FILE))
+        disc = load_file(str(path / DISC_FILE)) if (path / DISC_FILE).is_file() else None
+        optim = torch.load(path / OPTIM_FILE, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise InputError(
+            path, f"incomplete checkpoint: {Path(err.filename).name} missing"
+        ) from None
+    except Exception as err:  # a corrupt file: one line naming it
+        raise InputError(path, f"cannot read checkpoint ({type(err).__name__}: {err})") from None
+    return Checkpoint(path, int(state["step"]), model, disc, optim, state)
+
+
+def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Autoencoder weights from a checkpoint or ``best`` directory (or a .safetensors file)."""
+    path = Path(path)
+    file = path / MODEL_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise InputError(path, f"no {MODEL_FILE} found")
+    return load_file(str(file))
+
+
+def save_best(
+    run_dir: Path, model_state: dict[str, torch.Tensor], config_yaml: str, metrics: dict
+) -> Path:
+    """Replace ``RUN_DIR/best`` (weights, config, metrics), each file atomically."""
+    best = Path(run_dir) / "best"
+    best.mkdir(parents=True, exist_ok=True)
+    _save_tensors(model_state, best / MODEL_FILE)
+    atomic_write_text(best / "config.yaml", config_yaml)
+    atomic_write_text(best / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    return best
