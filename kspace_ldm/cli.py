@@ -192,12 +192,12 @@ def inspect(file, png, slice_idx) -> None:
     show_default=True,
     help="Sampler implementation (python: the reference implementation).",
 )
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (cgs; 10).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (cgs; 5).")
 @click.option(
     "--t0",
     type=click.IntRange(min=0),
     default=None,
-    help="SDEdit start timestep (cgs: 400, cgs-ref: 100).",
+    help="SDEdit start timestep (cgs: 150, cgs-ref: 100).",
 )
 @click.option(
     "--guidance",

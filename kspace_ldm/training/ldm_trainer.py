@@ -299,7 +299,7 @@ def train_ldm(
             if ema is not None:
                 ema.update(unet)
             step += 1
-            sums += float(loss)
+            sums += float(loss.detach())
             n_logged += 1
             if step % tc.log_every == 0 or step == tc.max_steps:
                 values = {"loss": sums / n_logged}
