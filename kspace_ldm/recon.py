@@ -12,7 +12,7 @@ import os
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +222,9 @@ def reconstruct(
     """Reconstruct a fastMRI file or every ``*.h5`` in a folder (this rank's share under
     ``torchrun``); returns one report per file."""
     files = shard_for_rank(list_h5_files(input_path))
+    if options.device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # one GPU per rank, as torchrun's LOCAL_RANK names it
+        options = replace(options, device=f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
     if options.sampler not in SAMPLERS:
         raise InputError(
             None, f"unknown sampler {options.sampler!r} (available: {', '.join(SAMPLERS)})"

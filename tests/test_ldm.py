@@ -272,3 +272,16 @@ def test_cli_chain_synth_ae_extract_ldm_recon_evaluate(tmp_path):
         assert fh.num_slices == 2
     missing = run("recon", test_dir, "--out", tmp_path / "y", "--sampler", "cgs", ok=False)
     assert missing.exit_code == 2 and "--model" in missing.output
+
+
+def test_torchrun_ranks_share_out_the_files(monkeypatch):
+    from kspace_ldm.recon import shard_for_rank
+
+    files = [Path(f"f{i}.h5") for i in range(5)]
+    assert shard_for_rank(files) == files
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    parts = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        parts.append(shard_for_rank(files))
+    assert parts[0] == files[0::2] and parts[1] == files[1::2]
