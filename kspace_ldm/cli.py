@@ -194,6 +194,13 @@ def inspect(file, png, slice_idx) -> None:
 )
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (cgs; 5).")
 @click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="cgs: average the k-space of this many samples (posterior-mean estimate).",
+)
+@click.option(
     "--t0",
     type=click.IntRange(min=0),
     default=None,
@@ -264,6 +271,7 @@ def recon(
     model_dir,
     backend,
     steps,
+    samples,
     t0,
     guidance,
     mask_type,
@@ -302,6 +310,7 @@ def recon(
         t0=t0,
         guidance=guidance,
         sampler_seed=seed,
+        samples=samples,
     )
     reports = reconstruct(input_path, out_dir, opts)
     if not reports:

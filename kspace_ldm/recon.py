@@ -62,6 +62,7 @@ class ReconOptions:
     guidance: float | None = None
     eta: float = 0.0
     sampler_seed: int = 0
+    samples: int = 1
 
 
 @dataclass
@@ -171,7 +172,13 @@ def reconstruct_file(
                     options.sampler,
                     k,
                     m,
-                    SamplerOptions(options.steps, options.t0, options.guidance, options.eta),
+                    SamplerOptions(
+                        options.steps,
+                        options.t0,
+                        options.guidance,
+                        options.eta,
+                        samples=options.samples,
+                    ),
                     _batch_generator(options, path.name, start),
                 )
                 image = kspace_to_image(k_out, crop=crop, coil_dim=1)
@@ -201,7 +208,12 @@ def reconstruct_file(
 def _sampler_attrs(options: ReconOptions) -> dict:
     if options.sampler == "zero-filled":
         return {}
-    out = {"model": str(options.model), "sampler_seed": options.sampler_seed, "eta": options.eta}
+    out = {
+        "model": str(options.model),
+        "sampler_seed": options.sampler_seed,
+        "eta": options.eta,
+        "samples": options.samples,
+    }
     for key in ("steps", "t0", "guidance"):
         value = getattr(options, key)
         out[key] = "default" if value is None else value

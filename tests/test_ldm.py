@@ -147,6 +147,13 @@ def test_cgs_measured_lines_are_exact_and_cgs_ref_are_not():
     assert not torch.allclose(out[..., ~m], torch.zeros_like(out[..., ~m]))
     ref = sampler.cgs_ref(y, m, SamplerOptions(t0=5), torch.Generator().manual_seed(0))
     assert not torch.equal(ref[..., m], y[..., m])  # the reference has no final DC
+    # the posterior-mean average of several samples keeps the measurements exact too
+    opts = SamplerOptions(steps=2, t0=300, samples=3)
+    avg = sampler.sample("cgs", y, m, opts, torch.Generator().manual_seed(0))
+    one = sampler.sample(
+        "cgs", y, m, SamplerOptions(steps=2, t0=300), torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(avg[..., m], y[..., m]) and not torch.allclose(avg, one)
 
 
 @pytest.mark.parametrize("width", [368, 372, 37])
