@@ -173,10 +173,44 @@ def inspect(file, png, slice_idx) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--sampler",
-    type=click.Choice(["zero-filled"]),
-    default="zero-filled",
+    type=click.Choice(["zero-filled", "cgs", "cgs-ref"]),
+    default=None,
+    help="Reconstruction method: cgs (corrected consistency-guided LDM sampler; the default "
+    "with --model), cgs-ref (the reference algorithm), zero-filled (the default without --model).",
+)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="LDM run directory (or its best/ or a checkpoint) for cgs / cgs-ref.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["python"]),
+    default="python",
     show_default=True,
-    help="Reconstruction method (diffusion samplers: later).",
+    help="Sampler implementation (python: the reference implementation).",
+)
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (cgs; 5).")
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="cgs: average the k-space of this many samples (posterior-mean estimate).",
+)
+@click.option(
+    "--t0",
+    type=click.IntRange(min=0),
+    default=None,
+    help="SDEdit start timestep (cgs: 150, cgs-ref: 100).",
+)
+@click.option(
+    "--guidance",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Guidance scale (cgs: scale-free step on the normalised residual, 0; cgs-ref: 100).",
 )
 @click.option(
     "--mask",
@@ -208,10 +242,17 @@ def inspect(file, png, slice_idx) -> None:
     help="Centre fraction(s), comma-separated, paired with --accel.",
 )
 @click.option(
-    "--seed",
+    "--mask-seed",
     type=int,
     default=None,
     help="Mask seed for every file (default: seeded by file name, as fastMRI).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Sampler seed (combined with each file name and slice index).",
 )
 @click.option("--png", is_flag=True, help="Write a PNG preview of each volume's middle slice.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
@@ -224,22 +265,57 @@ def inspect(file, png, slice_idx) -> None:
 )
 @_handle_errors
 def recon(
-    input_path, out_dir, sampler, mask_type, accel, center_fraction, seed, png, device, batch_size
+    input_path,
+    out_dir,
+    sampler,
+    model_dir,
+    backend,
+    steps,
+    samples,
+    t0,
+    guidance,
+    mask_type,
+    accel,
+    center_fraction,
+    mask_seed,
+    seed,
+    png,
+    device,
+    batch_size,
 ) -> None:
-    """Reconstruct a fastMRI file or folder INPUT into fastMRI submission files in OUT."""
+    """Reconstruct a fastMRI file or folder INPUT into fastMRI submission files in OUT.
+
+    Under torchrun the files of a folder are shared out over the ranks."""
+    import torch
+
     from kspace_ldm.recon import ReconOptions, reconstruct
 
+    if sampler is None:
+        sampler = "cgs" if model_dir is not None else "zero-filled"
+    if sampler != "zero-filled" and model_dir is None:
+        raise click.UsageError(f"--sampler {sampler} needs --model RUN_DIR")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA device is available")
     opts = ReconOptions(
         sampler=sampler,
         mask_type=mask_type,
         accelerations=tuple(_floats(accel, "--accel")),
         center_fractions=tuple(_floats(center_fraction, "--center-fraction")),
-        seed=seed,
+        seed=mask_seed,
         png=png,
         device=device,
         batch_size=batch_size,
+        model=None if model_dir is None else str(model_dir),
+        steps=steps,
+        t0=t0,
+        guidance=guidance,
+        sampler_seed=seed,
+        samples=samples,
     )
     reports = reconstruct(input_path, out_dir, opts)
+    if not reports:
+        click.echo("no files for this rank")
+        return
     secs = sum(r.seconds for r in reports)
     slices = sum(r.slices for r in reports)
     eff = sum(r.effective_acceleration for r in reports) / len(reports)
@@ -318,10 +394,10 @@ def evaluate(
 @main.command()
 @click.option(
     "--stage",
-    type=click.Choice(["ae"]),
-    default="ae",
-    show_default=True,
-    help="What to train (ae: the first-stage k-space autoencoder).",
+    type=click.Choice(["ae", "ldm"]),
+    default=None,
+    help="What to train (ae: the first-stage k-space autoencoder; ldm: the latent denoiser). "
+    "Default: the config's 'stage'.",
 )
 @click.option(
     "--config",
@@ -362,8 +438,11 @@ def train(stage, config_path, out_dir, resume_dir, overrides) -> None:
         raise click.UsageError("give --out RUN_DIR for a new run")
     if resume_dir is not None and out_dir is not None:
         raise click.UsageError("--out and --resume are exclusive (a resumed run stays in place)")
-    result = run_from_cli(config_path, out_dir, resume_dir, list(overrides))
-    if result.last_val:
+    result = run_from_cli(config_path, out_dir, resume_dir, list(overrides), stage)
+    if result.last_val and "loss" in result.last_val:
+        v = ", ".join(f"{k} {x:.5f}" for k, x in result.last_val.items())
+        click.echo(f"step {result.step}: val {v} ({result.seconds:.0f} s) -> {result.run_dir}")
+    elif result.last_val:
         v = result.last_val
         click.echo(
             f"step {result.step}: val PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f}, "
@@ -371,6 +450,46 @@ def train(stage, config_path, out_dir, resume_dir, overrides) -> None:
         )
     else:
         click.echo(f"step {result.step} ({result.seconds:.0f} s) -> {result.run_dir}")
+
+
+@main.command("extract-latents")
+@click.option(
+    "--ckpt",
+    "ckpt_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="First stage: RUN_DIR/best or a checkpoint directory.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="fastMRI-format folder (or file) of this partition.",
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--partition",
+    type=click.Choice(["train", "val", "test"]),
+    default="train",
+    show_default=True,
+)
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@_handle_errors
+def extract_latents(ckpt_dir, data_dir, out_dir, partition, device, batch_size) -> None:
+    """Encode DATA with the first stage into safetensors shards OUT/PARTITION/<file>.safetensors
+    plus OUT/stats.json (latent statistics, test-time normalisation ratios). Resumable: run the
+    same command again and complete shards are kept."""
+    from kspace_ldm.latents import extract_latents as run
+
+    rep = run(ckpt_dir, data_dir, out_dir, partition, device, batch_size)
+    lat = rep.stats["latent"]
+    click.echo(
+        f"{rep.written} written, {rep.skipped} already present ({rep.slices} slices) -> "
+        f"{rep.out_dir}; latent {lat['shape']} std {lat['global_std']:.4g} "
+        f"(stats from '{rep.stats['partition']}', {lat['slices']} slices)"
+    )
 
 
 @main.command("eval-ae")

@@ -25,6 +25,7 @@ from .models.losses import LossConfig
 
 __all__ = [
     "DataConfig",
+    "LDMConfig",
     "ModelConfig",
     "NormConfig",
     "OptimConfig",
@@ -139,12 +140,53 @@ class RunConfig:
 
 
 @dataclass
+class LDMConfig:
+    """The second stage (``ldm:``, used when ``stage: ldm``): a diffusers ``UNet2DModel`` denoising
+    latents of a trained first stage.
+
+    ``first_stage``: the autoencoder (``RUN_DIR/best`` or a checkpoint directory) whose latents
+    ``data.train`` / ``data.val`` hold (``kldm extract-latents``). ``down_block_types`` /
+    ``up_block_types``: diffusers block names, one per entry of ``block_out_channels``.
+    Scheduler: ``num_train_timesteps``, ``beta_schedule`` (reference: ``squaredcos_cap_v2``) and
+    ``prediction_type`` (``epsilon`` as the reference, or ``v_prediction``). ``ema_decay``: EMA of
+    the weights (0 disables it; sampling uses the EMA weights when present), ``ema_warmup``:
+    steps over which the decay ramps up as ``min(decay, (1 + n) / (10 + n))``.
+    ``scale_factor``: latent scale; 0 = ``1 / std`` of the training latents, computed once from
+    the extraction statistics and stored with the checkpoint.
+    """
+
+    first_stage: str = ""
+    block_out_channels: list[int] = field(default_factory=lambda: [128, 256, 512, 512])
+    down_block_types: list[str] = field(
+        default_factory=lambda: [
+            "DownBlock2D",
+            "AttnDownBlock2D",
+            "AttnDownBlock2D",
+            "AttnDownBlock2D",
+        ]
+    )
+    up_block_types: list[str] = field(
+        default_factory=lambda: ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
+    )
+    layers_per_block: int = 2
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "epsilon"
+    ema_decay: float = 0.9999
+    ema_warmup: bool = True
+    scale_factor: float = 0.0
+
+
+@dataclass
 class TrainConfig:
-    """A whole first-stage experiment (one YAML file)."""
+    """A whole experiment (one YAML file): ``stage: ae`` (first stage) or ``ldm`` (second)."""
 
     stage: str = "ae"
     name: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
+    ldm: LDMConfig = field(default_factory=LDMConfig)
     normalization: NormConfig = field(default_factory=NormConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -287,8 +329,10 @@ def validate(cfg: TrainConfig) -> None:
     def bad(key: str, problem: str) -> InputError:
         return InputError("config", f"{key}: {problem}")
 
-    if cfg.stage != "ae":
-        raise bad("stage", f"only 'ae' is supported by this trainer, got {cfg.stage!r}")
+    if cfg.stage not in ("ae", "ldm"):
+        raise bad("stage", f"must be ae or ldm, got {cfg.stage!r}")
+    if cfg.stage == "ldm":
+        _validate_ldm(cfg.ldm, bad)
     if cfg.model.family not in FAMILIES:
         raise bad("model.family", f"must be one of {sorted(FAMILIES)}, got {cfg.model.family!r}")
     if cfg.normalization.mode not in NORM_MODES:
@@ -318,6 +362,30 @@ def validate(cfg: TrainConfig) -> None:
         raise bad("data.batch_size", "must be >= 1")
     if cfg.optim.lr <= 0:
         raise bad("optim.lr", "must be > 0")
+
+
+def _validate_ldm(c: LDMConfig, bad) -> None:
+    n = len(c.block_out_channels)
+    if n < 1 or len(c.down_block_types) != n or len(c.up_block_types) != n:
+        raise bad(
+            "ldm.block_out_channels",
+            "down_block_types and up_block_types need one entry per level "
+            f"({n} levels, {len(c.down_block_types)} down, {len(c.up_block_types)} up)",
+        )
+    if any(ch % c.norm_num_groups for ch in c.block_out_channels):
+        raise bad("ldm.norm_num_groups", f"must divide every channel count {c.block_out_channels}")
+    if c.prediction_type not in ("epsilon", "v_prediction"):
+        raise bad(
+            "ldm.prediction_type", f"must be epsilon or v_prediction, got {c.prediction_type!r}"
+        )
+    if c.beta_schedule not in ("squaredcos_cap_v2", "linear", "scaled_linear"):
+        raise bad("ldm.beta_schedule", f"unsupported {c.beta_schedule!r}")
+    if c.num_train_timesteps < 2:
+        raise bad("ldm.num_train_timesteps", "must be >= 2")
+    if not 0.0 <= c.ema_decay < 1.0:
+        raise bad("ldm.ema_decay", f"must be in [0, 1), got {c.ema_decay}")
+    if c.scale_factor < 0:
+        raise bad("ldm.scale_factor", "must be >= 0 (0: computed from the training latents)")
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

@@ -8,9 +8,11 @@ stored in the file. The reconstruction is written as ``reconstruction`` ``[slice
 
 from __future__ import annotations
 
+import os
 import time
+import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +22,10 @@ from tqdm import tqdm
 from kspace_ldm.data.fastmri import FastMRIFile, list_h5_files, write_reconstruction
 from kspace_ldm.data.masks import MaskResult, apply_mask, create_mask, seed_from_filename
 from kspace_ldm.errors import InputError
-from kspace_ldm.physics.transforms import zero_filled
+from kspace_ldm.physics.transforms import kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
-SAMPLERS = ("zero-filled",)  # the diffusion samplers (cgs, cgs-ref) arrive with the trained models
+SAMPLERS = ("zero-filled", "cgs", "cgs-ref")
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,12 @@ class ReconOptions:
         mask_type: fastMRI mask name (``random``, ``equispaced``, ``equispaced_fraction``,
             ``magic``, ``magic_fraction``) or a 2-D type (``poisson_disc``, ``gaussian``).
         accelerations / center_fractions: as fastMRI's mask functions (one pair chosen per file).
-        seed: None -> per-file seed ``tuple(map(ord, file_name))`` (fastMRI's validation
-            protocol); an int -> that seed for every file.
+        seed: mask seed. None -> per-file seed ``tuple(map(ord, file_name))`` (fastMRI's
+            validation protocol); an int -> that seed for every file.
+        model: LDM run (or its ``best``) for the diffusion samplers.
+        steps / t0 / guidance / eta: sampler settings (:class:`SamplerOptions`; None = default).
+        sampler_seed: seeds the sampler's generator, per file and batch (with the file name and
+            the first slice index), so a file's result does not depend on the other files.
         png: also write a preview PNG of the middle slice per volume into ``out/png``.
         device: torch device of the computation.
         batch_size: slices processed together (memory: one batch of k-space at a time).
@@ -50,6 +56,13 @@ class ReconOptions:
     png: bool = False
     device: str = "cpu"
     batch_size: int = 8
+    model: str | None = None
+    steps: int | None = None
+    t0: int | None = None
+    guidance: float | None = None
+    eta: float = 0.0
+    sampler_seed: int = 0
+    samples: int = 1
 
 
 @dataclass
@@ -106,12 +119,38 @@ def recon_size(f: FastMRIFile) -> tuple[int, int]:
     return min(rx, h), min(ry, w)
 
 
-def reconstruct_file(path: str | Path, out_dir: str | Path, options: ReconOptions) -> ReconReport:
-    """Reconstruct one fastMRI file into ``out_dir/<same name>``."""
+def load_sampler(options: ReconOptions):
+    """The :class:`~kspace_ldm.sampling.cgs.KspaceLDMSampler` of ``options.model`` (None for
+    zero-filled)."""
+    if options.sampler == "zero-filled":
+        return None
+    if not options.model:
+        raise InputError("--model", f"the {options.sampler} sampler needs --model RUN_DIR")
+    from kspace_ldm.sampling.cgs import KspaceLDMSampler
+
+    return KspaceLDMSampler.from_run(options.model, options.device)
+
+
+def _batch_generator(options: ReconOptions, name: str, start: int) -> torch.Generator:
+    # crc32 of the file name: stable across processes (Python's hash() is salted per process).
+    seed = (options.sampler_seed * 1_000_003 + zlib.crc32(name.encode())) * 8191 + start
+    return torch.Generator().manual_seed(seed % (2**63))
+
+
+def reconstruct_file(
+    path: str | Path, out_dir: str | Path, options: ReconOptions, sampler=None
+) -> ReconReport:
+    """Reconstruct one fastMRI file into ``out_dir/<same name>``.
+
+    ``sampler``: a loaded :class:`~kspace_ldm.sampling.cgs.KspaceLDMSampler` for ``cgs`` /
+    ``cgs-ref`` (loaded here from ``options.model`` when not given).
+    """
     if options.sampler not in SAMPLERS:
         raise InputError(
             None, f"unknown sampler {options.sampler!r} (available: {', '.join(SAMPLERS)})"
         )
+    if options.sampler != "zero-filled" and sampler is None:
+        sampler = load_sampler(options)
     path = Path(path)
     t0 = time.perf_counter()
     with FastMRIFile(path) as f:
@@ -122,11 +161,32 @@ def reconstruct_file(path: str | Path, out_dir: str | Path, options: ReconOption
         for start in range(0, f.num_slices, options.batch_size):
             stop = min(start + options.batch_size, f.num_slices)
             masked, mask_used = undersample_slices(f, mask, start, stop, options.device)
-            image = zero_filled(masked, crop=crop, coil_dim=coil_dim)  # [b, R, R] float32
+            if sampler is None:
+                image = zero_filled(masked, crop=crop, coil_dim=coil_dim)  # [b, R, R] float32
+            else:
+                from kspace_ldm.sampling.cgs import SamplerOptions
+
+                k = masked if coil_dim is not None else masked[:, None]  # [b, C, H, W]
+                m = torch.as_tensor(mask_used, device=k.device)
+                k_out = sampler.sample(
+                    options.sampler,
+                    k,
+                    m,
+                    SamplerOptions(
+                        options.steps,
+                        options.t0,
+                        options.guidance,
+                        options.eta,
+                        samples=options.samples,
+                    ),
+                    _batch_generator(options, path.name, start),
+                )
+                image = kspace_to_image(k_out, crop=crop, coil_dim=1)
             recon[start:stop] = image.float().cpu().numpy()
         mask = mask_used
         attrs = {
             "sampler": options.sampler,
+            **_sampler_attrs(options),
             "acceleration_nominal": float(result.acceleration) if result else float("nan"),
             "effective_acceleration": float(mask.size / max(int(mask.sum()), 1)),
         }
@@ -145,12 +205,44 @@ def reconstruct_file(path: str | Path, out_dir: str | Path, options: ReconOption
         )
 
 
+def _sampler_attrs(options: ReconOptions) -> dict:
+    if options.sampler == "zero-filled":
+        return {}
+    out = {
+        "model": str(options.model),
+        "sampler_seed": options.sampler_seed,
+        "eta": options.eta,
+        "samples": options.samples,
+    }
+    for key in ("steps", "t0", "guidance"):
+        value = getattr(options, key)
+        out[key] = "default" if value is None else value
+    return out
+
+
+def shard_for_rank(files: list[Path]) -> list[Path]:
+    """The files of this process under ``torchrun`` (``RANK`` of ``WORLD_SIZE``, round robin);
+    all files otherwise. Every output is a separate file, so no communication is needed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return files[rank::world] if world > 1 else files
+
+
 def reconstruct(
     input_path: str | Path, out_dir: str | Path, options: ReconOptions, progress: bool = True
 ) -> list[ReconReport]:
-    """Reconstruct a fastMRI file or every ``*.h5`` in a folder; returns one report per file."""
-    files = list_h5_files(input_path)
+    """Reconstruct a fastMRI file or every ``*.h5`` in a folder (this rank's share under
+    ``torchrun``); returns one report per file."""
+    files = shard_for_rank(list_h5_files(input_path))
+    if options.device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # one GPU per rank, as torchrun's LOCAL_RANK names it
+        options = replace(options, device=f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    if options.sampler not in SAMPLERS:
+        raise InputError(
+            None, f"unknown sampler {options.sampler!r} (available: {', '.join(SAMPLERS)})"
+        )
+    sampler = load_sampler(options)
     reports = []
     for p in tqdm(files, desc=f"recon {options.sampler}", unit="vol", disable=not progress):
-        reports.append(reconstruct_file(p, out_dir, options))
+        reports.append(reconstruct_file(p, out_dir, options, sampler))
     return reports

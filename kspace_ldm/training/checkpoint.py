@@ -4,8 +4,9 @@ Layout of a run directory::
 
     RUN_DIR/config.yaml                          the config the run was started with
     RUN_DIR/checkpoints/step_00001000/           one checkpoint (the newest ``keep`` are kept)
-        model.safetensors                        autoencoder weights
+        model.safetensors                        the trained network's weights
         discriminator.safetensors                PatchGAN weights (GAN runs only)
+        ema.safetensors                          EMA weights (LDM runs; any ``extra`` set)
         optimizer.pt                             optimiser(s) + LR scheduler state (tensors and
                                                  plain containers only; read with weights_only)
         state.json                               step, best validation SSIM, config, metrics
@@ -24,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,7 @@ class Checkpoint:
     discriminator: dict[str, torch.Tensor] | None
     optim: dict[str, Any]
     state: dict[str, Any]
+    extra: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 def save_checkpoint(
@@ -76,8 +78,11 @@ def save_checkpoint(
     state: dict[str, Any],
     disc_state: dict[str, torch.Tensor] | None = None,
     keep: int = 2,
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
     """Write ``checkpoints/step_<step>`` atomically, point ``latest.json`` at it, prune old ones.
+
+    ``extra``: further weight sets, each written as ``<name>.safetensors`` (e.g. ``ema``).
 
     Returns:
         The checkpoint directory.
@@ -94,6 +99,8 @@ def save_checkpoint(
         _save_tensors(model_state, tmp / MODEL_FILE)
         if disc_state is not None:
             _save_tensors(disc_state, tmp / DISC_FILE)
+        for name_x, tensors in (extra or {}).items():
+            _save_tensors(tensors, tmp / f"{name_x}.safetensors")
         with atomic_path(tmp / OPTIM_FILE) as p:
             torch.save(optim_state, p)
         atomic_write_text(tmp / STATE_FILE, json.dumps({"step": step, **state}, indent=2))
@@ -141,13 +148,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         model = load_file(str(path / MODEL_FILE))
         disc = load_file(str(path / DISC_FILE)) if (path / DISC_FILE).is_file() else None
         optim = torch.load(path / OPTIM_FILE, map_location="cpu", weights_only=True)
+        extra = {
+            p.stem: load_file(str(p))
+            for p in sorted(path.glob("*.safetensors"))
+            if p.name not in (MODEL_FILE, DISC_FILE)
+        }
     except FileNotFoundError as err:
         raise InputError(
             path, f"incomplete checkpoint: {Path(err.filename).name} missing"
         ) from None
     except Exception as err:  # a corrupt file: one line naming it
         raise InputError(path, f"cannot read checkpoint ({type(err).__name__}: {err})") from None
-    return Checkpoint(path, int(state["step"]), model, disc, optim, state)
+    return Checkpoint(path, int(state["step"]), model, disc, optim, state, extra)
 
 
 def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
@@ -160,12 +172,19 @@ def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def save_best(
-    run_dir: Path, model_state: dict[str, torch.Tensor], config_yaml: str, metrics: dict
+    run_dir: Path,
+    model_state: dict[str, torch.Tensor],
+    config_yaml: str,
+    metrics: dict,
+    extra: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> Path:
-    """Replace ``RUN_DIR/best`` (weights, config, metrics), each file atomically."""
+    """Replace ``RUN_DIR/best`` (weights, ``extra`` weight sets, config, metrics), each file
+    atomically."""
     best = Path(run_dir) / "best"
     best.mkdir(parents=True, exist_ok=True)
     _save_tensors(model_state, best / MODEL_FILE)
+    for name, tensors in (extra or {}).items():
+        _save_tensors(tensors, best / f"{name}.safetensors")
     atomic_write_text(best / "config.yaml", config_yaml)
     atomic_write_text(best / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return best

@@ -550,8 +550,10 @@ def run_from_cli(
     out: Path | None,
     resume: Path | None,
     overrides: list[str],
+    stage: str | None = None,
 ) -> TrainResult:
-    """``kldm train --stage ae``: resolve the config (a resumed run reloads its own) and train."""
+    """``kldm train --stage ae|ldm``: resolve the config (a resumed run reloads its own) and train
+    the stage it names (``stage``, when given, must agree with the config's)."""
     if resume is not None:
         if config is not None:
             raise InputError(
@@ -566,6 +568,14 @@ def run_from_cli(
         if config is None:
             raise InputError("train", "give --config FILE (or --resume RUN_DIR)")
         cfg = load_config(config, overrides)
+    if stage is not None and cfg.stage != stage:
+        raise InputError(
+            "--stage", f"{stage} given but the config is for stage {cfg.stage!r} (key 'stage')"
+        )
+    if cfg.stage == "ldm":
+        from .ldm_trainer import train_ldm
+
+        return train_ldm(cfg, out=out, resume=resume)
     return train(cfg, out=out, resume=resume)
 
 
