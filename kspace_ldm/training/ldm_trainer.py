@@ -37,6 +37,7 @@ from ..models.ldm import EMA, LDM_META, build_noise_scheduler, build_unet
 from . import checkpoint as ckpt
 from .data import StepBatchSampler
 from .trainer import (
+    LRSchedule,
     TrainResult,
     _barrier,
     _check_replicas,
@@ -44,7 +45,6 @@ from .trainer import (
     _mean_across_ranks,
     _optimizer,
     _prepare_run_dir,
-    lr_lambda,
 )
 
 __all__ = ["LatentDataset", "diffusion_loss", "train_ldm"]
@@ -166,7 +166,7 @@ def train_ldm(
     o = cfg.optim
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
-        lr_lambda(o.scheduler, tc.max_steps, o.warmup_steps, o.min_lr_ratio, o.step_size, o.gamma),
+        LRSchedule(o.scheduler, tc.max_steps, o.warmup_steps, o.min_lr_ratio, o.step_size, o.gamma),
     )
 
     start_step, best, best_step = 0, math.inf, -1
