@@ -9,7 +9,9 @@
 #include <c10/util/complex.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "kldm/ops.h"
 #include "math.h"
@@ -79,6 +81,36 @@ DcProjectLayout dc_project_layout(const at::Tensor& pred, const at::Tensor& mask
 
 namespace {
 
+// Hard replacement (weight 1, bool mask): a branch-free select between two complex samples moved
+// as 64-bit words (one word for complex64, two for complex128). Random sampling masks make a
+// branch per sample unpredictable; the bit-mask select vectorises and copies bits exactly.
+template <typename T>
+void dc_replace_cpu_loop(const T* pred, const T* meas, const bool* mask, T* out,
+                         const DcProjectLayout& L) {
+  constexpr int64_t kWords = static_cast<int64_t>(2 * sizeof(T) / sizeof(uint64_t));
+  const int64_t plane = L.H * L.W;
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(plane, 1));
+  at::parallel_for(0, L.rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const bool* mrow = mask + L.mask_row_offset(r);
+      for (int64_t h = 0; h < L.H; ++h) {
+        const bool* mh = mrow + h * L.mask_stride_h;
+        const int64_t o = (r * plane + h * L.W) * kWords;
+        const uint64_t* p = reinterpret_cast<const uint64_t*>(pred) + o;
+        const uint64_t* q = reinterpret_cast<const uint64_t*>(meas) + o;
+        uint64_t* y = reinterpret_cast<uint64_t*>(out) + o;
+        const int64_t sw = L.mask_stride_w;
+        for (int64_t w = 0; w < L.W; ++w) {
+          const uint64_t sel = uint64_t{0} - static_cast<uint64_t>(mh[w * sw]);  // all ones or 0
+          for (int64_t k = 0; k < kWords; ++k) {
+            y[w * kWords + k] = (q[w * kWords + k] & sel) | (p[w * kWords + k] & ~sel);
+          }
+        }
+      }
+    }
+  });
+}
+
 template <typename T, typename M>
 void dc_project_cpu_loop(const T* pred, const T* meas, const M* mask, T weight, T* out,
                          const DcProjectLayout& L) {
@@ -118,7 +150,9 @@ at::Tensor dc_project_cpu(const at::Tensor& pred_in, const at::Tensor& measured_
     const T* p = reinterpret_cast<const T*>(pred.const_data_ptr<scalar_t>());
     const T* q = reinterpret_cast<const T*>(measured.const_data_ptr<scalar_t>());
     T* y = reinterpret_cast<T*>(out.mutable_data_ptr<scalar_t>());
-    if (mask.scalar_type() == at::kBool) {
+    if (mask.scalar_type() == at::kBool && weight == 1.0) {
+      dc_replace_cpu_loop<T>(p, q, mask.const_data_ptr<bool>(), y, L);
+    } else if (mask.scalar_type() == at::kBool) {
       dc_project_cpu_loop<T, bool>(p, q, mask.const_data_ptr<bool>(), static_cast<T>(weight), y,
                                    L);
     } else {
