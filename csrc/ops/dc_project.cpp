@@ -19,36 +19,40 @@
 namespace kldm {
 namespace detail {
 
-void check_dc_project_args(const at::Tensor& pred, const at::Tensor& measured,
-                           const at::Tensor& mask, double weight) {
-  TORCH_CHECK_TYPE(pred.is_complex(), "dc_project: pred must be complex64 or complex128, got ",
+void check_masked_kspace_args(const char* op, const at::Tensor& pred, const at::Tensor& measured,
+                              const at::Tensor& mask) {
+  TORCH_CHECK_TYPE(pred.is_complex(), op, ": pred must be complex64 or complex128, got ",
                    pred.scalar_type());
-  TORCH_CHECK_TYPE(measured.scalar_type() == pred.scalar_type(),
-                   "dc_project: measured must have pred's dtype ", pred.scalar_type(), ", got ",
+  TORCH_CHECK_TYPE(measured.scalar_type() == pred.scalar_type(), op,
+                   ": measured must have pred's dtype ", pred.scalar_type(), ", got ",
                    measured.scalar_type());
-  TORCH_CHECK_VALUE(pred.dim() >= 2 && pred.dim() <= 2 + kMaxLeadingDims,
-                    "dc_project: pred must be [..., H, W] with 2 to ", 2 + kMaxLeadingDims,
+  TORCH_CHECK_VALUE(pred.dim() >= 2 && pred.dim() <= 2 + kMaxLeadingDims, op,
+                    ": pred must be [..., H, W] with 2 to ", 2 + kMaxLeadingDims,
                     " dims, got shape ", pred.sizes());
-  TORCH_CHECK_VALUE(measured.sizes() == pred.sizes(), "dc_project: measured shape ",
-                    measured.sizes(), " does not match pred shape ", pred.sizes());
-  TORCH_CHECK_TYPE(!mask.is_complex(), "dc_project: mask must be bool or real, got ",
+  TORCH_CHECK_VALUE(measured.sizes() == pred.sizes(), op, ": measured shape ", measured.sizes(),
+                    " does not match pred shape ", pred.sizes());
+  TORCH_CHECK_TYPE(!mask.is_complex(), op, ": mask must be bool or real, got ",
                    mask.scalar_type());
-  TORCH_CHECK_VALUE(mask.dim() >= 1 && mask.dim() <= pred.dim(),
-                    "dc_project: mask must have 1 to ", pred.dim(), " dims, got shape ",
-                    mask.sizes());
+  TORCH_CHECK_VALUE(mask.dim() >= 1 && mask.dim() <= pred.dim(), op, ": mask must have 1 to ",
+                    pred.dim(), " dims, got shape ", mask.sizes());
   const auto ps = pred.sizes();
   const auto ms = mask.sizes();
   for (int64_t i = 1; i <= mask.dim(); ++i) {
     const int64_t m = ms[mask.dim() - i];
     const int64_t p = ps[pred.dim() - i];
-    TORCH_CHECK_VALUE(m == p || m == 1, "dc_project: mask shape ", ms,
+    TORCH_CHECK_VALUE(m == p || m == 1, op, ": mask shape ", ms,
                       " does not broadcast to k-space shape ", ps, " (dim -", i, ": ", m, " vs ",
                       p, ")");
   }
-  TORCH_CHECK_VALUE(measured.device() == pred.device(), "dc_project: measured is on ",
+  TORCH_CHECK_VALUE(measured.device() == pred.device(), op, ": measured is on ",
                     measured.device(), " but pred is on ", pred.device());
-  TORCH_CHECK_VALUE(mask.device() == pred.device(), "dc_project: mask is on ", mask.device(),
+  TORCH_CHECK_VALUE(mask.device() == pred.device(), op, ": mask is on ", mask.device(),
                     " but pred is on ", pred.device());
+}
+
+void check_dc_project_args(const at::Tensor& pred, const at::Tensor& measured,
+                           const at::Tensor& mask, double weight) {
+  check_masked_kspace_args("dc_project", pred, measured, mask);
   TORCH_CHECK_VALUE(std::isfinite(weight) && weight >= 0.0 && weight <= 1.0,
                     "dc_project: weight must be in [0, 1], got ", weight);
 }

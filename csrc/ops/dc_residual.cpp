@@ -24,34 +24,7 @@ namespace detail {
 
 void check_dc_residual_args(const at::Tensor& pred, const at::Tensor& measured,
                             const at::Tensor& mask) {
-  TORCH_CHECK_TYPE(pred.is_complex(), "dc_residual: pred must be complex64 or complex128, got ",
-                   pred.scalar_type());
-  TORCH_CHECK_TYPE(measured.scalar_type() == pred.scalar_type(),
-                   "dc_residual: measured must have pred's dtype ", pred.scalar_type(), ", got ",
-                   measured.scalar_type());
-  TORCH_CHECK_VALUE(pred.dim() >= 2 && pred.dim() <= 2 + kMaxLeadingDims,
-                    "dc_residual: pred must be [..., H, W] with 2 to ", 2 + kMaxLeadingDims,
-                    " dims, got shape ", pred.sizes());
-  TORCH_CHECK_VALUE(measured.sizes() == pred.sizes(), "dc_residual: measured shape ",
-                    measured.sizes(), " does not match pred shape ", pred.sizes());
-  TORCH_CHECK_TYPE(!mask.is_complex(), "dc_residual: mask must be bool or real, got ",
-                   mask.scalar_type());
-  TORCH_CHECK_VALUE(mask.dim() >= 1 && mask.dim() <= pred.dim(),
-                    "dc_residual: mask must have 1 to ", pred.dim(), " dims, got shape ",
-                    mask.sizes());
-  const auto ps = pred.sizes();
-  const auto ms = mask.sizes();
-  for (int64_t i = 1; i <= mask.dim(); ++i) {
-    const int64_t m = ms[mask.dim() - i];
-    const int64_t p = ps[pred.dim() - i];
-    TORCH_CHECK_VALUE(m == p || m == 1, "dc_residual: mask shape ", ms,
-                      " does not broadcast to k-space shape ", ps, " (dim -", i, ": ", m, " vs ",
-                      p, ")");
-  }
-  TORCH_CHECK_VALUE(measured.device() == pred.device(), "dc_residual: measured is on ",
-                    measured.device(), " but pred is on ", pred.device());
-  TORCH_CHECK_VALUE(mask.device() == pred.device(), "dc_residual: mask is on ", mask.device(),
-                    " but pred is on ", pred.device());
+  check_masked_kspace_args("dc_residual", pred, measured, mask);
 }
 
 DcResidualLayout dc_residual_layout(const at::Tensor& pred, const at::Tensor& mask) {
