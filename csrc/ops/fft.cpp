@@ -282,6 +282,42 @@ void modulate_cpu(const at::Tensor& in, const at::Tensor* maps, const at::Tensor
   });
 }
 
+ModulateLayout fft2c_layout(const at::Tensor& x) {
+  ModulateLayout L;
+  L.H = x.size(-2);
+  L.W = x.size(-1);
+  L.B = L.H * L.W == 0 ? 0 : x.numel() / (L.H * L.W);
+  L.C = 1;
+  L.in_sb = L.H * L.W;
+  L.even = L.H % 2 == 0 && L.W % 2 == 0;
+  return L;
+}
+
+ModulateLayout sense_forward_layout(const at::Tensor& image, const at::Tensor& maps,
+                                    int64_t maps_sb) {
+  ModulateLayout L;
+  L.B = image.size(0);
+  L.C = maps.size(1);
+  L.H = maps.size(2);
+  L.W = maps.size(3);
+  L.maps_sb = maps_sb;
+  L.maps_sc = L.H * L.W;
+  L.even = L.H % 2 == 0 && L.W % 2 == 0;
+  return L;
+}
+
+ModulateLayout sense_adjoint_layout(const at::Tensor& kspace) {
+  ModulateLayout L;
+  L.B = kspace.size(0);
+  L.C = kspace.size(1);
+  L.H = kspace.size(2);
+  L.W = kspace.size(3);
+  L.in_sb = L.C * L.H * L.W;
+  L.in_sc = L.H * L.W;
+  L.even = L.H % 2 == 0 && L.W % 2 == 0;
+  return L;
+}
+
 }  // namespace detail
 
 namespace {
@@ -293,13 +329,7 @@ at::Tensor centred_fft_cpu(const at::Tensor& x_in, bool inverse) {
   const int64_t H = x.size(nd - 2);
   const int64_t W = x.size(nd - 1);
   if (x.numel() == 0) return at::empty_like(x, at::MemoryFormat::Contiguous);
-  ModulateLayout L;
-  L.B = x.numel() / (H * W);
-  L.C = 1;
-  L.H = H;
-  L.W = W;
-  L.in_sb = H * W;
-  L.even = H % 2 == 0 && W % 2 == 0;
+  const ModulateLayout L = detail::fft2c_layout(x);
   const at::Tensor tables =
       detail::phase_tables_cpu(H, W, inverse, c10::toRealValueType(x.scalar_type()));
   at::Tensor buf = detail::fft_input_buffer(x.sizes(), x.options());

@@ -114,14 +114,9 @@ at::Tensor sense_forward_cpu(const at::Tensor& image_in, const at::Tensor& maps_
                              const std::optional<at::Tensor>& mask_in) {
   detail::check_sense_forward_args(image_in, maps_in, mask_in);
   const at::Tensor image = (image_in.dim() == 3 ? image_in.unsqueeze(1) : image_in).contiguous();
-  ModulateLayout L;
-  const at::Tensor maps = detail::sense_maps(maps_in, L.maps_sb);
-  L.B = image.size(0);
-  L.C = maps.size(1);
-  L.H = maps.size(2);
-  L.W = maps.size(3);
-  L.maps_sc = L.H * L.W;
-  L.even = L.H % 2 == 0 && L.W % 2 == 0;
+  int64_t maps_sb = 0;
+  const at::Tensor maps = detail::sense_maps(maps_in, maps_sb);
+  ModulateLayout L = detail::sense_forward_layout(image, maps, maps_sb);
   const std::vector<int64_t> shape = {L.B, L.C, L.H, L.W};
   if (image.numel() == 0 || maps.numel() == 0) return at::empty(shape, image.options());
   const at::Tensor tables = detail::phase_tables_cpu(
@@ -150,16 +145,9 @@ at::Tensor sense_adjoint_cpu(const at::Tensor& kspace_in, const at::Tensor& maps
                              const std::optional<at::Tensor>& mask_in) {
   detail::check_sense_adjoint_args(kspace_in, maps_in, mask_in);
   const at::Tensor kspace = kspace_in.contiguous();
-  ModulateLayout L;
   int64_t maps_sb = 0;
   const at::Tensor maps = detail::sense_maps(maps_in, maps_sb);
-  L.B = kspace.size(0);
-  L.C = kspace.size(1);
-  L.H = kspace.size(2);
-  L.W = kspace.size(3);
-  L.in_sb = L.C * L.H * L.W;
-  L.in_sc = L.H * L.W;
-  L.even = L.H % 2 == 0 && L.W % 2 == 0;
+  ModulateLayout L = detail::sense_adjoint_layout(kspace);
   at::Tensor out = at::empty({L.B, 1, L.H, L.W}, kspace.options());
   if (out.numel() == 0) return out;
   if (L.C == 0) return out.zero_();
