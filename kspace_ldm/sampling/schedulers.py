@@ -101,6 +101,20 @@ def _resolve_noise(noise, generator, shape, device, dtype) -> torch.Tensor:
     return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
 
+def _clip_or_threshold(scheduler, model_output, sample, prediction_type: str, k: dict):
+    """(clip_sample, threshold) for the fused kernel, from the scheduler's config.
+
+    Dynamic thresholding replaces clipping: its per-sample limits ``[B]`` come from the unclipped
+    x0 estimate, computed on the host with diffusers' own ops so the quantiles match exactly.
+    """
+    if not scheduler.config.thresholding:
+        return bool(scheduler.config.clip_sample), None
+    x0 = _unclipped_x0(
+        model_output, sample, prediction_type, k["sqrt_alpha_prod_t"], k["sqrt_beta_prod_t"]
+    )
+    return False, _threshold_limits(scheduler, x0)
+
+
 class FusedDDPMScheduler(DDPMScheduler):
     """``DDPMScheduler`` whose :meth:`step` runs the fused ``kldm::ddpm_step`` kernel.
 
@@ -195,18 +209,7 @@ class FusedDDPMScheduler(DDPMScheduler):
             )
         else:
             k["noise_std"] = 0.0
-        threshold = None
-        clip_sample = bool(self.config.clip_sample)
-        if self.config.thresholding:
-            x0 = _unclipped_x0(
-                model_output,
-                sample,
-                prediction_type,
-                k["sqrt_alpha_prod_t"],
-                k["sqrt_beta_prod_t"],
-            )
-            threshold = _threshold_limits(self, x0)
-            clip_sample = False
+        clip_sample, threshold = _clip_or_threshold(self, model_output, sample, prediction_type, k)
         prev_sample, pred_original_sample = ops.ddpm_step(
             model_output,
             sample,
@@ -319,18 +322,7 @@ class FusedDDIMScheduler(DDIMScheduler):
             )
         else:
             k["noise_std"] = 0.0
-        threshold = None
-        clip_sample = bool(self.config.clip_sample)
-        if self.config.thresholding:
-            x0 = _unclipped_x0(
-                model_output,
-                sample,
-                prediction_type,
-                k["sqrt_alpha_prod_t"],
-                k["sqrt_beta_prod_t"],
-            )
-            threshold = _threshold_limits(self, x0)
-            clip_sample = False
+        clip_sample, threshold = _clip_or_threshold(self, model_output, sample, prediction_type, k)
         prev_sample, pred_original_sample = ops.ddim_step(
             model_output,
             sample,
