@@ -37,10 +37,17 @@ cd /tmp
 "$py" -m kspace_ldm.cli info | tee "$out/info.txt"
 
 echo "== op tests (CPU + CUDA parametrisations) =="
-"$py" -m pytest -q -p no:cacheprovider --rootdir "$repo" -c "$repo/pyproject.toml" \
-  "$repo"/tests/test_ops_*.py --junitxml "$out/op_tests.xml" || status=$?
+# pytest-xdist (in the GPU image): a crashing test fails alone instead of ending the run.
+xdist=(); "$py" -c "import xdist" 2>/dev/null && xdist=(-n 8)
+"$py" -m pytest -q -p no:cacheprovider --rootdir "$repo" -c "$repo/pyproject.toml" "${xdist[@]}" \
+  "$repo"/tests/test_ops_*.py --junitxml "$out/op_tests.xml" ${KLDM_PYTEST_ARGS:-} || status=$?
 
+[ -n "${KLDM_SKIP_BENCH:-}" ] && exit "${status:-0}"
 echo "== benchmarks =="
-"$py" -m kspace_ldm.cli bench ops --device cuda --json "$out/bench_ops_cuda.json"
+"$py" -m kspace_ldm.cli bench ops --device cuda --json "$out/bench_ops_cuda.json" || status=$?
+# First-stage training throughput at the fastMRI single-coil crop (320x320), reference configs.
+"$py" -m kspace_ldm.cli bench train --device cuda --size 1x320x320 --batch-size 4 --steps 5 \
+  --config "$repo/configs/ae_kl_4.yaml" --config "$repo/configs/sae_kl_4.yaml" \
+  --config "$repo/configs/unet_wn.yaml" --json "$out/bench_train_cuda.json" || status=$?
 echo "gpu_check finished in $((SECONDS - t0)) s"
 exit "${status:-0}"
