@@ -183,14 +183,16 @@ def inspect(file, png, slice_idx) -> None:
     "model_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="LDM run directory (or its best/ or a checkpoint) for cgs / cgs-ref.",
+    help="LDM run directory (or its best/ or a checkpoint) for cgs / cgs-ref; with --backend "
+    "cpp an export directory (kldm export).",
 )
 @click.option(
     "--backend",
-    type=click.Choice(["python"]),
+    type=click.Choice(["python", "cpp"]),
     default="python",
     show_default=True,
-    help="Sampler implementation (python: the reference implementation).",
+    help="Sampler implementation: python (the reference implementation, --model RUN_DIR) or cpp "
+    "(kldm::Sampler on AOTInductor packages, --model EXPORT_DIR from kldm export).",
 )
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (cgs; 5).")
 @click.option(
@@ -311,6 +313,7 @@ def recon(
         guidance=guidance,
         sampler_seed=seed,
         samples=samples,
+        backend=backend,
     )
     reports = reconstruct(input_path, out_dir, opts)
     if not reports:
@@ -452,6 +455,40 @@ def train(stage, config_path, out_dir, resume_dir, overrides) -> None:
         click.echo(f"step {result.step} ({result.seconds:.0f} s) -> {result.run_dir}")
 
 
+@main.command("export")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option(
+    "--size",
+    default=None,
+    help="k-space HxW the packages are made for (default: the LDM's training size).",
+)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--dynamic-batch", is_flag=True, help="Export with a symbolic batch dimension.")
+@_handle_errors
+def export_cmd(run_dir, out_dir, device, size, batch, dynamic_batch) -> None:
+    """Export the LDM run RUN_DIR and its first stage as AOTInductor packages for the C++ sampler
+    (kldm recon --backend cpp, kldm-recon, kldm::Sampler)."""
+    from kspace_ldm.export import export_run
+
+    hw = None
+    if size is not None:
+        try:
+            hw = tuple(int(v) for v in size.lower().split("x"))
+        except ValueError:
+            hw = ()
+        if len(hw) != 2 or min(hw) < 1:
+            raise click.UsageError(f"--size must be HxW, got {size!r}")
+    rep = export_run(run_dir, out_dir, device, hw, batch, dynamic_batch, log=click.echo)
+    m = rep.manifest
+    click.echo(
+        f"{out_dir}: {m['coils']}x{m['height']}x{m['width']} k-space, latent "
+        f"{'x'.join(map(str, m['latent_shape']))}, {m['device']}, torch {m['torch_version']} "
+        f"({rep.seconds:.0f} s)"
+    )
+
+
 @main.command("extract-latents")
 @click.option(
     "--ckpt",
@@ -533,6 +570,41 @@ def bench_ops(device, json_path, repeats, only) -> None:
         raise click.UsageError("--device cuda: no CUDA device is available")
     result = bench_ops_mod.run(device, repeats=repeats, only=list(only) or None)
     click.echo(bench_ops_mod.format_table(result))
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+
+
+@bench.command("sampler")
+@click.option(
+    "--model",
+    "export_dir",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Export directory (kldm export).",
+)
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="LDM run for the Python backend (default: the run named in the manifest).",
+)
+@click.option("--sampler", type=click.Choice(["cgs", "cgs-ref"]), default="cgs", show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="cgs DDIM steps.")
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@_handle_errors
+def bench_sampler(export_dir, run_dir, sampler, steps, repeats, batch_size, json_path) -> None:
+    """Seconds per slice of --backend python and --backend cpp side by side, and the time inside
+    the network evaluations."""
+    from kspace_ldm.bench import sampler as bench_sampler_mod
+    from kspace_ldm.io import atomic_write_text
+
+    result = bench_sampler_mod.run(
+        export_dir, run_dir, sampler, steps, repeats, batch_size, log=click.echo
+    )
+    click.echo(bench_sampler_mod.format_table(result))
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
 

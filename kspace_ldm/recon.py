@@ -39,7 +39,10 @@ class ReconOptions:
         accelerations / center_fractions: as fastMRI's mask functions (one pair chosen per file).
         seed: mask seed. None -> per-file seed ``tuple(map(ord, file_name))`` (fastMRI's
             validation protocol); an int -> that seed for every file.
-        model: LDM run (or its ``best``) for the diffusion samplers.
+        model: LDM run (or its ``best``) for the diffusion samplers; an export directory
+            (``kldm export``) for ``backend="cpp"``.
+        backend: ``python`` (the reference implementation, eager PyTorch) or ``cpp``
+            (``kldm::Sampler`` on AOTInductor packages; same algorithm, defaults and seeds).
         steps / t0 / guidance / eta: sampler settings (:class:`SamplerOptions`; None = default).
         sampler_seed: seeds the sampler's generator, per file and batch (with the file name and
             the first slice index), so a file's result does not depend on the other files.
@@ -63,6 +66,7 @@ class ReconOptions:
     eta: float = 0.0
     sampler_seed: int = 0
     samples: int = 1
+    backend: str = "python"
 
 
 @dataclass
@@ -126,15 +130,27 @@ def load_sampler(options: ReconOptions):
         return None
     if not options.model:
         raise InputError("--model", f"the {options.sampler} sampler needs --model RUN_DIR")
+    if options.backend == "cpp":
+        from kspace_ldm.sampling.cpp import CppSampler
+
+        return CppSampler(options.model, options.device)
+    if options.backend != "python":
+        raise InputError("--backend", f"unknown backend {options.backend!r} (python, cpp)")
     from kspace_ldm.sampling.cgs import KspaceLDMSampler
 
     return KspaceLDMSampler.from_run(options.model, options.device)
 
 
-def _batch_generator(options: ReconOptions, name: str, start: int) -> torch.Generator:
+def batch_seed(sampler_seed: int, name: str, start: int) -> int:
+    """The sampler seed of the batch of file ``name`` starting at slice ``start`` (kldm-recon
+    computes the same, so both backends and the executable give the same files)."""
     # crc32 of the file name: stable across processes (Python's hash() is salted per process).
-    seed = (options.sampler_seed * 1_000_003 + zlib.crc32(name.encode())) * 8191 + start
-    return torch.Generator().manual_seed(seed % (2**63))
+    seed = (sampler_seed * 1_000_003 + zlib.crc32(name.encode())) * 8191 + start
+    return seed % (2**63)
+
+
+def _batch_generator(options: ReconOptions, name: str, start: int) -> torch.Generator:
+    return torch.Generator().manual_seed(batch_seed(options.sampler_seed, name, start))
 
 
 def reconstruct_file(
@@ -179,7 +195,9 @@ def reconstruct_file(
                         options.eta,
                         samples=options.samples,
                     ),
-                    _batch_generator(options, path.name, start),
+                    batch_seed(options.sampler_seed, path.name, start)
+                    if options.backend == "cpp"
+                    else _batch_generator(options, path.name, start),
                 )
                 image = kspace_to_image(k_out, crop=crop, coil_dim=1)
             recon[start:stop] = image.float().cpu().numpy()
@@ -211,6 +229,7 @@ def _sampler_attrs(options: ReconOptions) -> dict:
     out = {
         "model": str(options.model),
         "sampler_seed": options.sampler_seed,
+        "backend": options.backend,
         "eta": options.eta,
         "samples": options.samples,
     }

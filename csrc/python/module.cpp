@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
 // kspace_ldm._C: the thin Python module. Importing it loads libkldm (linked), which registers the
-// kldm ops with the dispatcher; tensors cross through torch.ops, not pybind11, so this module
-// includes no torch Python headers and is independent of torch's bundled pybind11 version.
+// kldm ops with the dispatcher (tensors reach the ops through torch.ops). It also exposes the C++
+// sampler, kldm::Sampler, for `kldm recon --backend cpp`; tensors cross through torch's pybind11
+// casters (compiled against torch's own pybind11 headers, see CMakeLists.txt).
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <torch/python.h>
 
 #include "kldm/ops.h"
+#include "kldm/sampler.h"
 
 namespace py = pybind11;
 
@@ -26,4 +29,58 @@ PYBIND11_MODULE(_C, m) {
       },
       "What libkldm was built with: version, torch, CUDA kernels and architectures.");
   m.def("registered_ops", &kldm::registered_ops, "Names of the kldm ops in the dispatcher.");
+  m.def("sha256_file", &kldm::sha256_file, py::arg("path"), "SHA-256 of a file (lower-case hex).");
+
+  // kldm::Error -> kspace_ldm._C.SamplerError (a RuntimeError): the CLI turns it into one line.
+  static py::exception<kldm::Error> sampler_error(m, "SamplerError", PyExc_RuntimeError);
+
+  py::class_<kldm::Sampler>(m, "Sampler", "kldm::Sampler: cgs / cgs-ref on an export directory.")
+      .def(py::init([](const std::string& dir, const std::string& device) {
+             py::gil_scoped_release release;
+             return std::make_unique<kldm::Sampler>(dir, c10::Device(device));
+           }),
+           py::arg("export_dir"), py::arg("device") = "cpu")
+      .def(
+          "reconstruct",
+          [](const kldm::Sampler& s, const at::Tensor& kspace, const at::Tensor& mask,
+             const std::string& sampler, std::optional<int64_t> steps, std::optional<int64_t> t0,
+             std::optional<double> guidance, double eta, bool refit, int64_t samples,
+             uint64_t seed) {
+            kldm::SamplerOptions o;
+            o.sampler = sampler;
+            o.steps = steps;
+            o.t0 = t0;
+            o.guidance = guidance;
+            o.eta = eta;
+            o.refit = refit;
+            o.samples = samples;
+            o.seed = seed;
+            py::gil_scoped_release release;
+            kldm::Reconstruction r = s.reconstruct(kspace, mask, o);
+            return std::make_pair(r.kspace, r.image);
+          },
+          py::arg("kspace"), py::arg("mask"), py::arg("sampler") = "cgs",
+          py::arg("steps") = py::none(), py::arg("t0") = py::none(),
+          py::arg("guidance") = py::none(), py::arg("eta") = 0.0, py::arg("refit") = true,
+          py::arg("samples") = 1, py::arg("seed") = 0,
+          "(kspace [B, C, H, W] complex64, image [B, H, W] float32)")
+      .def_property_readonly("info",
+                             [](const kldm::Sampler& s) {
+                               const auto& i = s.info();
+                               py::dict d;
+                               d["directory"] = i.directory;
+                               d["device"] = i.device;
+                               d["torch_version"] = i.torch_version;
+                               d["kspace_ldm_version"] = i.kspace_ldm_version;
+                               d["coils"] = i.coils;
+                               d["height"] = i.height;
+                               d["width"] = i.width;
+                               d["batch"] = i.batch;
+                               d["dynamic_batch"] = i.dynamic_batch;
+                               d["num_train_timesteps"] = i.num_train_timesteps;
+                               return d;
+                             })
+      .def("network_seconds", &kldm::Sampler::network_seconds)
+      .def("network_calls", &kldm::Sampler::network_calls)
+      .def("reset_timers", &kldm::Sampler::reset_timers);
 }

@@ -54,6 +54,10 @@ from .schedulers import FusedDDPMScheduler
 __all__ = ["SAMPLERS", "KspaceLDMSampler", "SamplerOptions"]
 
 SAMPLERS = ("cgs", "cgs-ref")
+# Defaults of each sampler (chosen on the synthetic validation split, docs/results.md); the export
+# manifest carries them to the C++ sampler.
+CGS_DEFAULTS = {"steps": 5, "t0": 150, "guidance": 0.0, "eta": 0.0, "refit": True, "samples": 1}
+CGS_REF_DEFAULTS = {"t0": 100, "guidance": 100.0}
 
 
 @dataclass(frozen=True)
@@ -253,9 +257,9 @@ class KspaceLDMSampler:
             Complex ``[B, C, H, W]`` k-space, equal to ``masked`` on every measured sample.
         """
         self._check(masked)
-        steps = options.steps or 5
-        t0 = options.t0 if options.t0 is not None else 150
-        guidance = options.guidance if options.guidance is not None else 0.0
+        steps = options.steps or CGS_DEFAULTS["steps"]
+        t0 = options.t0 if options.t0 is not None else CGS_DEFAULTS["t0"]
+        guidance = options.guidance if options.guidance is not None else CGS_DEFAULTS["guidance"]
         n_train = len(self.alphas_cumprod)
         if not 0 <= t0 < n_train or steps < 1:
             raise InputError("sampler", f"need 0 <= t0 < {n_train} and steps >= 1")
@@ -307,8 +311,8 @@ class KspaceLDMSampler:
             Complex ``[B, C, H, W]`` k-space (no final data consistency, as the reference).
         """
         self._check(masked)
-        t0 = options.t0 if options.t0 is not None else 100
-        lam = options.guidance if options.guidance is not None else 100.0
+        t0 = options.t0 if options.t0 is not None else CGS_REF_DEFAULTS["t0"]
+        lam = options.guidance if options.guidance is not None else CGS_REF_DEFAULTS["guidance"]
         y = masked
         m = _as_mask(mask, y)
         sched = FusedDDPMScheduler.from_config(self.scheduler_config)

@@ -1,0 +1,40 @@
+// SPDX-License-Identifier: MIT
+// A minimal JSON reader for the export manifest (objects, arrays, strings, numbers, booleans, null).
+// Written here rather than taken from a library because the sampler must build wherever
+// `pip install .` builds the ops: libtorch ships no JSON parser in its public headers, and a
+// system package (nlohmann-json, RapidJSON) would be a new build dependency for one small file.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace kldm::json {
+
+class Value {
+ public:
+  enum class Type { Null, Bool, Number, String, Array, Object };
+
+  Type type = Type::Null;
+  bool boolean = false;
+  double number = 0.0;
+  std::string string;
+  std::vector<Value> array;
+  std::map<std::string, Value> object;
+
+  bool is_null() const { return type == Type::Null; }
+  bool has(const std::string& key) const;
+  // Typed accessors throw std::runtime_error naming `what` (the key path) on a type mismatch.
+  const Value& at(const std::string& key) const;
+  double as_number(const std::string& what = "value") const;
+  long long as_int(const std::string& what = "value") const;
+  bool as_bool(const std::string& what = "value") const;
+  const std::string& as_string(const std::string& what = "value") const;
+  std::vector<double> as_numbers(const std::string& what = "value") const;
+};
+
+// Parses `text`; throws std::runtime_error("... at offset N") on malformed input.
+Value parse(const std::string& text);
+
+}  // namespace kldm::json

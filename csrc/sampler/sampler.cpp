@@ -1,0 +1,419 @@
+// SPDX-License-Identifier: MIT
+// kldm::Sampler: the cgs and cgs-ref samplers of kspace_ldm.sampling.cgs in C++, on AOTInductor
+// packages made by `kldm export`. Every step mirrors the Python reference line for line (same
+// tensor arithmetic, same order of random draws from one seeded CPU generator), so the parity
+// tests can compare the two to 1e-4; comments name the Python counterpart where it helps.
+#include "kldm/sampler.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <c10/core/GradMode.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "json.h"
+#include "kldm/build_config.h"
+#include "kldm/ops.h"
+#include "normalizer.h"
+#include "sha256.h"
+
+namespace kldm {
+
+using detail::NormStats;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string torch_version_base(std::string v) {
+  auto plus = v.find('+');
+  return plus == std::string::npos ? v : v.substr(0, plus);
+}
+
+struct DdpmTable {
+  std::vector<double> sqrt_alpha_prod_t, sqrt_beta_prod_t, pred_original_sample_coeff,
+      current_sample_coeff, noise_std;
+};
+
+}  // namespace
+
+struct Sampler::Impl {
+  ExportInfo info;
+  c10::Device device = c10::Device(c10::kCPU);
+  detail::Normalizer norm;
+  bool is_kl = false, sample_posterior = false;
+  double scale_factor = 1.0;
+  std::string prediction_type = "epsilon";
+  bool clip_sample = false;
+  double clip_sample_range = 1.0;
+  at::Tensor alphas_cumprod;  // [T] float32 on the device
+  DdpmTable ddpm;
+  int64_t cgs_steps = 5, cgs_t0 = 150, ref_t0 = 100, cgs_samples = 1;
+  double cgs_guidance = 0.0, cgs_eta = 0.0, ref_guidance = 100.0;
+  bool cgs_refit = true;
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> encoder, decoder, decoder_vjp, denoiser;
+  mutable double net_seconds = 0.0;
+  mutable int64_t net_calls = 0;
+
+  // ---------------------------------------------------------------------------------------------
+  void load(const std::string& dir) {
+    fs::path root(dir);
+    fs::path mpath = root / "manifest.json";
+    if (!fs::is_directory(root)) throw Error(dir + ": export directory does not exist");
+    if (!fs::is_regular_file(mpath))
+      throw Error(dir + ": not an export directory (no manifest.json); make one with kldm export");
+    std::ifstream in(mpath);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    json::Value m;
+    try {
+      m = json::parse(ss.str());
+    } catch (const std::exception& e) {
+      throw Error(mpath.string() + ": " + e.what());
+    }
+    try {
+      parse_manifest(m, root);
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Error(mpath.string() + ": " + e.what());
+    }
+  }
+
+  void parse_manifest(const json::Value& m, const fs::path& root) {
+    const std::string mpath = (root / "manifest.json").string();
+    if (!m.has("format") || m.at("format").as_string("format") != "kspace-ldm-export" ||
+        m.at("format_version").as_int("format_version") != 1)
+      throw Error(mpath + ": not a kspace-ldm-export v1 manifest");
+    info.directory = root.string();
+    info.torch_version = m.at("torch_version").as_string("torch_version");
+    info.kspace_ldm_version = m.at("kspace_ldm_version").as_string("kspace_ldm_version");
+    const std::string here = torch_version_base(KLDM_TORCH_VERSION);
+    if (info.torch_version != here)
+      throw Error(mpath + ": packages were made by torch " + info.torch_version +
+                  " but this library was built against torch " + here +
+                  "; re-export with this torch");
+    info.device = m.at("device").as_string("device");
+    const std::string want = device.is_cuda() ? "cuda" : device.is_cpu() ? "cpu" : device.str();
+    if (info.device != want)
+      throw Error(mpath + ": packages were exported for " + info.device + ", not " + want +
+                  " (export again with --device " + want + ")");
+    info.coils = m.at("coils").as_int("coils");
+    info.height = m.at("height").as_int("height");
+    info.width = m.at("width").as_int("width");
+    info.batch = m.at("batch").as_int("batch");
+    info.dynamic_batch = m.at("dynamic_batch").as_bool("dynamic_batch");
+
+    const auto& fsg = m.at("first_stage");
+    is_kl = fsg.at("is_kl").as_bool("first_stage.is_kl");
+    sample_posterior = fsg.at("sample_posterior").as_bool("first_stage.sample_posterior");
+    const auto& n = m.at("normalization");
+    norm.mode = n.at("mode").as_string("normalization.mode");
+    norm.acs_fraction = n.at("acs_fraction").as_number("normalization.acs_fraction");
+    norm.weighting = n.at("weighting").as_string("normalization.weighting");
+    norm.weight_power = n.at("weight_power").as_number("normalization.weight_power");
+    norm.weight_r0 = n.at("weight_r0").as_number("normalization.weight_r0");
+    norm.log_c = n.at("log_c").as_number("normalization.log_c");
+    norm.log_clamp = n.at("log_clamp").as_number("normalization.log_clamp");
+    norm.eps = n.at("eps").as_number("normalization.eps");
+    const auto& r = m.at("norm_ratio");
+    if (!r.at("scale").is_null()) norm.ratio_scale = r.at("scale").as_numbers("norm_ratio.scale");
+    if (!r.at("shift").is_null()) norm.ratio_shift = r.at("shift").as_numbers("norm_ratio.shift");
+    scale_factor = m.at("scale_factor").as_number("scale_factor");
+
+    const auto& s = m.at("scheduler");
+    info.num_train_timesteps = s.at("num_train_timesteps").as_int("scheduler.num_train_timesteps");
+    prediction_type = s.at("prediction_type").as_string("scheduler.prediction_type");
+    clip_sample = s.at("clip_sample").as_bool("scheduler.clip_sample");
+    clip_sample_range = s.at("clip_sample_range").as_number("scheduler.clip_sample_range");
+    auto ac = s.at("alphas_cumprod").as_numbers("scheduler.alphas_cumprod");
+    if (static_cast<int64_t>(ac.size()) != info.num_train_timesteps)
+      throw Error(mpath + ": scheduler.alphas_cumprod has the wrong length");
+    alphas_cumprod =
+        at::tensor(std::vector<float>(ac.begin(), ac.end()), at::kFloat).to(device);
+    const auto& d = s.at("ddpm_step");
+    ddpm.sqrt_alpha_prod_t = d.at("sqrt_alpha_prod_t").as_numbers("ddpm_step");
+    ddpm.sqrt_beta_prod_t = d.at("sqrt_beta_prod_t").as_numbers("ddpm_step");
+    ddpm.pred_original_sample_coeff = d.at("pred_original_sample_coeff").as_numbers("ddpm_step");
+    ddpm.current_sample_coeff = d.at("current_sample_coeff").as_numbers("ddpm_step");
+    ddpm.noise_std = d.at("noise_std").as_numbers("ddpm_step");
+    if (static_cast<int64_t>(ddpm.noise_std.size()) != info.num_train_timesteps)
+      throw Error(mpath + ": scheduler.ddpm_step has the wrong length");
+
+    const auto& dft = m.at("sampler_defaults");
+    const auto& c = dft.at("cgs");
+    cgs_steps = c.at("steps").as_int("sampler_defaults.cgs.steps");
+    cgs_t0 = c.at("t0").as_int("sampler_defaults.cgs.t0");
+    cgs_guidance = c.at("guidance").as_number("sampler_defaults.cgs.guidance");
+    cgs_eta = c.at("eta").as_number("sampler_defaults.cgs.eta");
+    cgs_refit = c.at("refit").as_bool("sampler_defaults.cgs.refit");
+    cgs_samples = c.at("samples").as_int("sampler_defaults.cgs.samples");
+    const auto& cr = dft.at("cgs-ref");
+    ref_t0 = cr.at("t0").as_int("sampler_defaults.cgs-ref.t0");
+    ref_guidance = cr.at("guidance").as_number("sampler_defaults.cgs-ref.guidance");
+
+    // Verify every package before loading any: a tampered file is refused, never run.
+    const auto& pk = m.at("packages");
+    auto load_pkg = [&](const char* name) {
+      const auto& e = pk.at(name);
+      fs::path f = root / e.at("file").as_string(std::string("packages.") + name + ".file");
+      if (!fs::is_regular_file(f)) throw Error(f.string() + ": package file missing");
+      if (sha256_file(f.string()) != e.at("sha256").as_string("sha256"))
+        throw Error(f.string() +
+                    ": sha256 does not match the manifest (file modified or corrupt)");
+      return f.string();
+    };
+    std::string paths[4] = {load_pkg("encoder"), load_pkg("decoder"), load_pkg("decoder_vjp"),
+                            load_pkg("denoiser")};
+    const c10::DeviceIndex index = device.is_cuda() ? device.index() : -1;
+    auto open = [&](const std::string& p) {
+      try {
+        return std::make_unique<torch::inductor::AOTIModelPackageLoader>(p, "model", false, 1,
+                                                                         index);
+      } catch (const std::exception& e) {
+        std::string what = e.what();
+        throw Error(p + ": cannot load the package (" + what.substr(0, what.find('\n')) + ")");
+      }
+    };
+    encoder = open(paths[0]);
+    decoder = open(paths[1]);
+    decoder_vjp = open(paths[2]);
+    denoiser = open(paths[3]);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Network calls, chunked to the exported batch size when the batch is static.
+  std::vector<at::Tensor> run(torch::inductor::AOTIModelPackageLoader& pkg,
+                              std::vector<at::Tensor> inputs) const {
+    const int64_t B = inputs[0].size(0);
+    const int64_t chunk = info.dynamic_batch ? B : info.batch;
+    auto t_start = std::chrono::steady_clock::now();
+    std::vector<std::vector<at::Tensor>> parts;
+    for (int64_t s = 0; s < B; s += chunk) {
+      if (!info.dynamic_batch && B - s < chunk)
+        throw Error("batch " + std::to_string(B) + " is not a multiple of the exported batch " +
+                    std::to_string(chunk) + " (export with --dynamic-batch)");
+      std::vector<at::Tensor> in;
+      for (auto& t : inputs) in.push_back(t.narrow(0, s, chunk).contiguous());
+      parts.push_back(pkg.run(in));
+      ++net_calls;
+    }
+    std::vector<at::Tensor> out;
+    for (size_t i = 0; i < parts[0].size(); ++i) {
+      std::vector<at::Tensor> cat;
+      for (auto& p : parts) cat.push_back(p[i]);
+      out.push_back(cat.size() == 1 ? cat[0] : at::cat(cat, 0));
+    }
+    if (device.is_cuda())
+      c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->synchronizeDevice(device.index());
+    net_seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    return out;
+  }
+
+  at::Tensor randn(at::IntArrayRef shape, at::Generator& gen) const {
+    // Python: torch.randn(shape, generator=gen) on the CPU, then moved (the same stream on every
+    // device).
+    return at::randn(shape, gen, at::TensorOptions().dtype(at::kFloat)).to(device);
+  }
+
+  // posterior mode (mean) or sample
+  at::Tensor encode(const at::Tensor& x, at::Generator* gen) const {
+    auto out = run(*encoder, {x.to(at::kFloat)});
+    if (gen != nullptr && is_kl && sample_posterior) return out[0] + out[1] * randn(out[0].sizes(), *gen);
+    return out[0];
+  }
+  at::Tensor decode(const at::Tensor& z) const { return run(*decoder, {z})[0]; }
+  at::Tensor vjp(const at::Tensor& z, const at::Tensor& g) const {
+    return run(*decoder_vjp, {z, g.to(at::kFloat)})[0];
+  }
+  at::Tensor model_output(const at::Tensor& z, int64_t t) const {
+    auto tt = at::full({z.size(0)}, t, at::TensorOptions().dtype(at::kLong).device(device));
+    return run(*denoiser, {z, tt})[0];
+  }
+
+  std::pair<at::Tensor, at::Tensor> eps_x0(const at::Tensor& z, int64_t t) const {
+    auto a = alphas_cumprod[t];
+    auto sa = a.sqrt(), sb = (1 - a).sqrt();
+    auto out = model_output(z, t);
+    if (prediction_type == "v_prediction") return {sa * out + sb * z, sa * z - sb * out};
+    return {out, (z - sb * out) / sa};
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  at::Tensor as_mask(const at::Tensor& mask, const at::Tensor& k) const {
+    auto m = mask.to(device).to(at::kBool);
+    if (m.dim() == 1) m = m.reshape({1, 1, 1, -1});
+    else if (m.dim() == 2) m = m.reshape({1, 1, m.size(0), m.size(1)});
+    if (m.dim() != 4 || m.size(-1) != k.size(-1) || (m.size(-2) != 1 && m.size(-2) != k.size(-2)))
+      throw Error("mask: shape " + std::string(c10::str(mask.sizes())) +
+                  " does not fit k-space " + std::string(c10::str(k.sizes())));
+    return m;
+  }
+
+  void check(const at::Tensor& y) const {
+    if (!y.defined() || !y.is_complex() || y.dim() != 4)
+      throw Error("k-space must be complex [B, C, H, W]");
+    if (y.size(1) != info.coils || y.size(2) != info.height || y.size(3) != info.width)
+      throw Error("k-space shape " + std::string(c10::str(y.sizes())) + " does not match the export ([B, " +
+                  std::to_string(info.coils) + ", " + std::to_string(info.height) + ", " +
+                  std::to_string(info.width) + "]); export for this size with kldm export --size");
+    if (y.device() != device)
+      throw Error("k-space is on " + y.device().str() + " but the sampler runs on " + device.str());
+    if (!at::isfinite(y).all().item<bool>()) throw Error("k-space contains NaN or Inf");
+  }
+
+  // _consistency: decode the clean estimate, (re)fit the statistics, replace the measured
+  // samples, re-encode.
+  std::pair<at::Tensor, NormStats> consistency(const at::Tensor& x0, const at::Tensor& y,
+                                               const at::Tensor& m, NormStats stats, bool refit,
+                                               const NormStats& anchor) const {
+    const double s = scale_factor;
+    auto x = decode(x0 / s);
+    if (refit) stats = detail::refit_stats(norm, x, y, m, anchor);
+    auto k = kldm::dc_project(norm.denormalize(x, stats).to(y.scalar_type()), y, m, 1.0);
+    auto z = encode(norm.normalize_with(k, stats), nullptr);
+    return {s * z, stats};
+  }
+
+  // d loss / d latent for loss = sum |M (denorm(decode(u)) - y)|^2 / energy (energy 1: raw units).
+  at::Tensor residual_grad(const at::Tensor& u, const at::Tensor& y, const at::Tensor& m,
+                           const NormStats& stats, bool scale_free) const {
+    auto x = decode(u);
+    auto k = norm.denormalize(x, stats);
+    auto mk = m.to(k.scalar_type());
+    auto r = (k - y) * mk;
+    auto g = 2.0 * detail::complex_to_channels(r * mk);
+    if (scale_free) {
+      auto energy = (y * mk).abs().square().sum().clamp_min(1e-30);
+      g = g / energy;
+    }
+    return vjp(u, norm.denormalize_vjp(x, stats, g));
+  }
+
+  at::Tensor cgs(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
+                 at::Generator& gen) const {
+    const int64_t steps = o.steps.value_or(cgs_steps);
+    const int64_t t0 = o.t0.value_or(cgs_t0);
+    const double guidance = o.guidance.value_or(cgs_guidance);
+    const int64_t n_train = info.num_train_timesteps;
+    if (t0 < 0 || t0 >= n_train || steps < 1)
+      throw Error("sampler: need 0 <= t0 < " + std::to_string(n_train) + " and steps >= 1");
+    const auto& ac = alphas_cumprod;
+    const double s = scale_factor;
+    NormStats anchor = norm.estimate(y, m);
+    NormStats stats = anchor;
+    auto z = encode(norm.normalize_with(y, stats), nullptr);
+    auto x0 = s * z;
+    std::tie(x0, stats) = consistency(x0, y, m, stats, o.refit, anchor);
+    // torch.linspace(t0, 0, steps + 1).round().long().unique_consecutive()
+    auto lin = at::linspace(static_cast<double>(t0), 0.0, steps + 1).round().to(at::kLong);
+    std::vector<int64_t> ts;
+    for (int64_t i = 0; i < lin.numel(); ++i) {
+      int64_t v = lin[i].item<int64_t>();
+      if (ts.empty() || ts.back() != v) ts.push_back(v);
+    }
+    auto noise = randn(x0.sizes(), gen);
+    auto zt = ac[ts[0]].sqrt() * x0 + (1 - ac[ts[0]]).sqrt() * noise;
+    for (size_t i = 0; i < ts.size(); ++i) {
+      const int64_t t = ts[i];
+      at::Tensor eps;
+      std::tie(eps, x0) = eps_x0(zt, t);
+      if (guidance > 0) {
+        auto grad = residual_grad(x0 / s, y, m, stats, /*scale_free=*/true) / s;
+        x0 = x0 - guidance * grad;
+      }
+      if (i + 1 == ts.size()) break;  // the last estimate goes to the final consistency
+      x0 = consistency(x0, y, m, stats, false, anchor).first;
+      const int64_t tp = ts[i + 1];
+      auto a_t = ac[t], a_p = ac[tp];
+      auto sigma = o.eta * ((1 - a_p) / (1 - a_t) * (1 - a_t / a_p)).clamp_min(0).sqrt();
+      zt = a_p.sqrt() * x0 + (1 - a_p - sigma.square()).clamp_min(0).sqrt() * eps;
+      if (o.eta > 0) zt = zt + sigma * randn(zt.sizes(), gen);
+    }
+    auto k = norm.denormalize(decode(x0 / s), stats).to(y.scalar_type());
+    return kldm::dc_project(k, y, m, 1.0);
+  }
+
+  at::Tensor cgs_ref(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
+                     at::Generator& gen) const {
+    const int64_t t0 = o.t0.value_or(ref_t0);
+    const double lam = o.guidance.value_or(ref_guidance);
+    if (t0 < 0 || t0 >= info.num_train_timesteps)
+      throw Error("sampler: need 0 <= t0 < " + std::to_string(info.num_train_timesteps));
+    const auto& ac = alphas_cumprod;
+    auto [x, stats] = norm.normalize(y);  // statistics of the undersampled k-space (ref bug)
+    auto z = encode(x, &gen);
+    auto s = 1.0 / z.flatten(1).std(1).reshape({-1, 1, 1, 1});
+    z = s * z;
+    auto noise = randn(z.sizes(), gen);
+    z = ac[t0].sqrt() * z + (1 - ac[t0]).sqrt() * noise;
+    for (int64_t t = t0; t >= 0; --t) {
+      auto eps = model_output(z, t);
+      std::optional<at::Tensor> step_noise;
+      if (t > 0) step_noise = randn(eps.sizes(), gen);  // diffusers draws it only for t > 0
+      z = std::get<0>(kldm::ddpm_step(eps, z, step_noise, ddpm.sqrt_alpha_prod_t[t],
+                                      ddpm.sqrt_beta_prod_t[t], ddpm.pred_original_sample_coeff[t],
+                                      ddpm.current_sample_coeff[t], ddpm.noise_std[t],
+                                      prediction_type, clip_sample, clip_sample_range));
+      if (t > 80) {
+        if (t % 20) continue;
+        auto k = norm.denormalize(decode(z / s), stats).to(y.scalar_type());
+        k = at::where(m, y, k);
+        std::tie(x, stats) = norm.normalize(k);
+        z = s * encode(x, &gen);
+      } else if (t > 20) {
+        auto grad = residual_grad(z / s, y, m, stats, /*scale_free=*/false);
+        z = z - lam * grad;
+      }
+    }
+    return norm.denormalize(decode(z / s), stats).to(y.scalar_type());
+  }
+};
+
+Sampler::Sampler(const std::string& export_dir, c10::Device device) : impl_(new Impl) {
+  impl_->device = device;
+  impl_->load(export_dir);
+}
+Sampler::~Sampler() = default;
+Sampler::Sampler(Sampler&&) noexcept = default;
+Sampler& Sampler::operator=(Sampler&&) noexcept = default;
+
+const ExportInfo& Sampler::info() const { return impl_->info; }
+double Sampler::network_seconds() const { return impl_->net_seconds; }
+int64_t Sampler::network_calls() const { return impl_->net_calls; }
+void Sampler::reset_timers() const {
+  impl_->net_seconds = 0.0;
+  impl_->net_calls = 0;
+}
+
+Reconstruction Sampler::reconstruct(const at::Tensor& kspace, const at::Tensor& mask,
+                                    const SamplerOptions& options) const {
+  const Impl& s = *impl_;
+  s.check(kspace);
+  auto y = kspace.to(at::kComplexFloat);
+  auto m = s.as_mask(mask, y);
+  c10::AutoGradMode no_grad(false);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
+  at::Tensor k;
+  if (options.sampler == "cgs") {
+    const int64_t n = options.samples;
+    if (n < 1) throw Error("sampler: samples must be >= 1");
+    k = s.cgs(y, m, options, gen);
+    for (int64_t i = 1; i < n; ++i) k = k + s.cgs(y, m, options, gen);
+    // every sample equals the data on the measured samples, so their mean does too
+    k = kldm::dc_project(k / static_cast<double>(n), y, m, 1.0);
+  } else if (options.sampler == "cgs-ref") {
+    k = s.cgs_ref(y, m, options, gen);
+  } else {
+    throw Error("sampler: unknown sampler '" + options.sampler + "' (available: cgs, cgs-ref)");
+  }
+  auto image = kldm::rss(kldm::ifft2c(k));
+  return {k, image};
+}
+
+}  // namespace kldm

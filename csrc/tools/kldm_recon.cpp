@@ -1,0 +1,280 @@
+// SPDX-License-Identifier: MIT
+// kldm-recon: reconstruct an undersampled fastMRI HDF5 file with kldm::Sampler, no Python.
+//
+//   kldm-recon INPUT.h5 OUTPUT.h5 --model EXPORT_DIR [--sampler cgs|cgs-ref] [--steps N] [--t0 T]
+//              [--guidance G] [--eta E] [--samples N] [--seed S] [--batch-size B] [--device cpu|cuda]
+//
+// INPUT is a fastMRI test-format file: `kspace` ([S, H, W] single-coil or [S, C, H, W] multi-coil,
+// complex64 stored as the {r, i} compound h5py writes), `mask` ([W], the measured columns; k-space
+// is zero elsewhere) and `ismrmrd_header` (the recon matrix size). OUTPUT is a fastMRI submission
+// file: `reconstruction`, float32 [S, rx, ry], the centre crop of the RSS image, written to a
+// temporary name and renamed, so a failed run leaves nothing half-written. The per-batch sampler
+// seed is the one `kldm recon` uses (sampler seed, file name, first slice), so both backends give
+// the same file. Errors: one line on stderr naming the file, exit status 2 (bad input) or 1.
+#include <ATen/ATen.h>
+#include <hdf5.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "kldm/ops.h"
+#include "kldm/sampler.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+struct InputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// RAII for HDF5 identifiers.
+struct H5Id {
+  hid_t id = -1;
+  herr_t (*close)(hid_t) = nullptr;
+  H5Id(hid_t i, herr_t (*c)(hid_t)) : id(i), close(c) {}
+  ~H5Id() {
+    if (id >= 0 && close) close(id);
+  }
+  H5Id(const H5Id&) = delete;
+  H5Id& operator=(const H5Id&) = delete;
+  operator hid_t() const { return id; }
+};
+
+uint32_t crc32(const std::string& s) {  // zlib.crc32 (the seed formula of kspace_ldm.recon)
+  uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char b : s) {
+    c ^= b;
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+  }
+  return c ^ 0xFFFFFFFFu;
+}
+
+uint64_t batch_seed(uint64_t sampler_seed, const std::string& name, int64_t start) {
+  // ((sampler_seed * 1_000_003 + crc32(name)) * 8191 + start) % 2**63, exact in 2**64 arithmetic.
+  uint64_t v = (sampler_seed * 1000003ull + crc32(name)) * 8191ull + static_cast<uint64_t>(start);
+  return v & ((1ull << 63) - 1);
+}
+
+struct Volume {
+  at::Tensor kspace;  // [S, C, H, W] complex64
+  at::Tensor mask;    // [W] bool
+  int64_t rx = 0, ry = 0;
+  bool multicoil = false;
+};
+
+std::string read_header(hid_t file, const std::string& path) {
+  if (H5Lexists(file, "ismrmrd_header", H5P_DEFAULT) <= 0) return "";
+  H5Id ds(H5Dopen2(file, "ismrmrd_header", H5P_DEFAULT), H5Dclose);
+  H5Id ft(H5Dget_type(ds), H5Tclose);
+  if (H5Tis_variable_str(ft) > 0) {
+    H5Id mt(H5Tcopy(H5T_C_S1), H5Tclose);
+    H5Tset_size(mt, H5T_VARIABLE);
+    char* buf = nullptr;
+    if (H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, &buf) < 0)
+      throw InputError(path + ": cannot read ismrmrd_header");
+    std::string out(buf ? buf : "");
+    H5free_memory(buf);
+    return out;
+  }
+  size_t n = H5Tget_size(ft);
+  std::string out(n, '\0');
+  if (H5Dread(ds, ft, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data()) < 0)
+    throw InputError(path + ": cannot read ismrmrd_header");
+  return out;
+}
+
+// reconSpace matrixSize (x, y) from the ISMRMRD XML; (0, 0) if absent.
+std::pair<int64_t, int64_t> recon_matrix(const std::string& xml) {
+  std::smatch m;
+  std::regex re(R"(<reconSpace>\s*<matrixSize>\s*<x>(\d+)</x>\s*<y>(\d+)</y>)");
+  if (std::regex_search(xml, m, re)) return {std::stoll(m[1]), std::stoll(m[2])};
+  return {0, 0};
+}
+
+Volume read_volume(const std::string& path) {
+  H5E_auto2_t old_func;
+  void* old_data;
+  H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // our messages, not HDF5's stack dumps
+  if (!fs::is_regular_file(path)) throw InputError(path + ": no such file");
+  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (file.id < 0) throw InputError(path + ": not an HDF5 file");
+  for (const char* key : {"kspace", "mask"})
+    if (H5Lexists(file, key, H5P_DEFAULT) <= 0)
+      throw InputError(path + ": missing HDF5 key '" + key +
+                       "' (kldm-recon needs an undersampled fastMRI test-format file)");
+  Volume v;
+  {
+    H5Id ds(H5Dopen2(file, "kspace", H5P_DEFAULT), H5Dclose);
+    H5Id space(H5Dget_space(ds), H5Sclose);
+    int nd = H5Sget_simple_extent_ndims(space);
+    if (nd != 3 && nd != 4)
+      throw InputError(path + ": kspace must be [slices, H, W] or [slices, coils, H, W], has " +
+                       std::to_string(nd) + " dims");
+    std::vector<hsize_t> dims(nd);
+    H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+    H5Id ft(H5Dget_type(ds), H5Tclose);
+    if (H5Tget_class(ft) != H5T_COMPOUND || H5Tget_nmembers(ft) != 2)
+      throw InputError(path + ": kspace must be complex (an {r, i} compound), got another dtype");
+    H5Id mt(H5Tcreate(H5T_COMPOUND, 2 * sizeof(float)), H5Tclose);
+    H5Tinsert(mt, "r", 0, H5T_NATIVE_FLOAT);
+    H5Tinsert(mt, "i", sizeof(float), H5T_NATIVE_FLOAT);
+    std::vector<int64_t> shape(dims.begin(), dims.end());
+    if (nd == 3) shape.insert(shape.begin() + 1, 1);
+    v.multicoil = nd == 4;
+    auto k = at::empty(shape, at::kComplexFloat);
+    if (H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, k.data_ptr()) < 0)
+      throw InputError(path + ": cannot read kspace (compound fields must be named r and i)");
+    v.kspace = k;
+  }
+  {
+    H5Id ds(H5Dopen2(file, "mask", H5P_DEFAULT), H5Dclose);
+    H5Id space(H5Dget_space(ds), H5Sclose);
+    hssize_t n = H5Sget_simple_extent_npoints(space);
+    if (H5Sget_simple_extent_ndims(space) != 1 || n != v.kspace.size(-1))
+      throw InputError(path + ": mask must be [W] with W = " + std::to_string(v.kspace.size(-1)));
+    H5Id ft(H5Dget_type(ds), H5Tclose);
+    std::vector<double> buf(static_cast<size_t>(n));
+    herr_t rc;
+    if (H5Tget_class(ft) == H5T_ENUM) {  // numpy bool, as h5py stores it
+      std::vector<signed char> b(static_cast<size_t>(n));
+      H5Id base(H5Tget_super(ft), H5Tclose);
+      H5Id native(H5Tget_native_type(base, H5T_DIR_ASCEND), H5Tclose);
+      rc = H5Dread(ds, native, H5S_ALL, H5S_ALL, H5P_DEFAULT, b.data());
+      for (size_t i = 0; i < b.size(); ++i) buf[i] = b[i];
+    } else {
+      rc = H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data());
+    }
+    if (rc < 0) throw InputError(path + ": cannot read mask");
+    v.mask = at::tensor(buf, at::kDouble).ne(0);
+    if (!v.mask.any().item<bool>()) throw InputError(path + ": mask samples no column");
+  }
+  auto [rx, ry] = recon_matrix(read_header(file, path));
+  const int64_t H = v.kspace.size(-2), W = v.kspace.size(-1);
+  v.rx = rx > 0 ? std::min(rx, H) : std::min<int64_t>(320, H);
+  v.ry = ry > 0 ? std::min(ry, W) : std::min<int64_t>(320, W);
+  H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
+  return v;
+}
+
+void write_reconstruction(const std::string& path, const at::Tensor& recon,
+                          const std::vector<std::pair<std::string, std::string>>& attrs) {
+  fs::path out(path);
+  if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
+  fs::path tmp = out;
+  tmp += ".tmp-kldm-recon";
+  {
+    H5Id file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), H5Fclose);
+    if (file.id < 0) throw std::runtime_error(path + ": cannot create the output file");
+    hsize_t dims[3] = {static_cast<hsize_t>(recon.size(0)), static_cast<hsize_t>(recon.size(1)),
+                       static_cast<hsize_t>(recon.size(2))};
+    H5Id space(H5Screate_simple(3, dims, nullptr), H5Sclose);
+    H5Id ds(H5Dcreate2(file, "reconstruction", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT,
+                       H5P_DEFAULT),
+            H5Dclose);
+    auto c = recon.contiguous();
+    if (H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, c.data_ptr()) < 0)
+      throw std::runtime_error(path + ": cannot write reconstruction");
+    for (const auto& [k, val] : attrs) {
+      H5Id st(H5Tcopy(H5T_C_S1), H5Tclose);
+      H5Tset_size(st, val.size() + 1);
+      H5Id as(H5Screate(H5S_SCALAR), H5Sclose);
+      H5Id a(H5Acreate2(file, k.c_str(), st, as, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
+      H5Awrite(a, st, val.c_str());
+    }
+  }
+  fs::rename(tmp, out);
+}
+
+int run(int argc, char** argv) {
+  std::vector<std::string> pos;
+  std::string model, device = "cpu";
+  kldm::SamplerOptions opt;
+  uint64_t seed = 0;
+  int64_t batch = 8;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError(a + " needs a value");
+      return argv[++i];
+    };
+    try {
+      if (a == "-h" || a == "--help") {
+        std::cout << "usage: kldm-recon INPUT.h5 OUTPUT.h5 --model EXPORT_DIR [--sampler "
+                     "cgs|cgs-ref] [--steps N] [--t0 T] [--guidance G] [--eta E] [--samples N] "
+                     "[--seed S] [--batch-size B] [--device cpu|cuda]\n";
+        return 0;
+      } else if (a == "--model") model = value();
+      else if (a == "--sampler") opt.sampler = value();
+      else if (a == "--steps") opt.steps = std::stoll(value());
+      else if (a == "--t0") opt.t0 = std::stoll(value());
+      else if (a == "--guidance") opt.guidance = std::stod(value());
+      else if (a == "--eta") opt.eta = std::stod(value());
+      else if (a == "--samples") opt.samples = std::stoll(value());
+      else if (a == "--seed") seed = std::stoull(value());
+      else if (a == "--batch-size") batch = std::stoll(value());
+      else if (a == "--device") device = value();
+      else if (!a.empty() && a[0] == '-') throw UsageError("unknown option " + a);
+      else pos.push_back(a);
+    } catch (const std::invalid_argument&) {
+      throw UsageError(a + ": not a number");
+    }
+  }
+  if (pos.size() != 2 || model.empty())
+    throw UsageError("need INPUT.h5 OUTPUT.h5 --model EXPORT_DIR (see --help)");
+  if (batch < 1) throw UsageError("--batch-size must be >= 1");
+  c10::Device dev(device == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU));
+  kldm::Sampler sampler(model, dev);
+  Volume v = read_volume(pos[0]);
+  const int64_t S = v.kspace.size(0), H = v.kspace.size(-2), W = v.kspace.size(-1);
+  const std::string name = fs::path(pos[0]).filename().string();
+  auto recon = at::empty({S, v.rx, v.ry}, at::kFloat);
+  const int64_t top = (H - v.rx) / 2, left = (W - v.ry) / 2;
+  for (int64_t s = 0; s < S; s += batch) {
+    int64_t n = std::min(batch, S - s);
+    auto k = v.kspace.narrow(0, s, n).to(dev);
+    if (!at::isfinite(k).all().item<bool>())
+      throw InputError(pos[0] + ": kspace contains NaN or Inf (slices " + std::to_string(s) +
+                       ".." + std::to_string(s + n - 1) + ")");
+    opt.seed = batch_seed(seed, name, s);
+    auto r = sampler.reconstruct(k, v.mask, opt);
+    recon.narrow(0, s, n).copy_(r.image.narrow(-2, top, v.rx).narrow(-1, left, v.ry).cpu());
+  }
+  write_reconstruction(pos[1], recon,
+                       {{"sampler", opt.sampler},
+                        {"backend", "cpp"},
+                        {"model", model},
+                        {"sampler_seed", std::to_string(seed)}});
+  std::cerr << "kldm-recon: " << pos[1] << " (" << S << " slices, " << opt.sampler << ")\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const UsageError& e) {
+    std::cerr << "kldm-recon: error: " << e.what() << "\n";
+    return 2;
+  } catch (const InputError& e) {
+    std::cerr << "kldm-recon: error: " << e.what() << "\n";
+    return 2;
+  } catch (const kldm::Error& e) {
+    std::cerr << "kldm-recon: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::string w = e.what();
+    std::cerr << "kldm-recon: error: " << w.substr(0, w.find('\n')) << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,169 @@
+"""``kldm bench sampler``: seconds per slice of the Python and the C++ sampler, side by side.
+
+Both run the same algorithm with the same options and seed on the same k-space: the Python
+backend on the eager PyTorch networks of the run the export was made from, the C++ backend
+(``kldm::Sampler``) on the AOTInductor packages. The runs alternate (python, cpp, python, ...)
+so a change of machine load hits both; the medians are reported. The time spent inside the
+network evaluations is measured on both sides (device-synchronised): the C++ total minus it is
+the sampler's own overhead (data consistency, FFTs, scheduler, normalisation, glue).
+"""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .timing import sync
+
+__all__ = ["format_table", "run"]
+
+
+class _Timed:
+    """Wraps a callable and adds its device-synchronised wall time to ``clock[0]``."""
+
+    def __init__(self, fn, clock: list, device: str):
+        self.fn, self.clock, self.device = fn, clock, device
+
+    def __call__(self, *args, **kwargs):
+        sync(self.device)
+        t = time.perf_counter()
+        out = self.fn(*args, **kwargs)
+        sync(self.device)
+        self.clock[0] += time.perf_counter() - t
+        return out
+
+    def __getattr__(self, name):  # parameters(), config, ... of the wrapped module
+        return getattr(self.fn, name)
+
+
+def _machine(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _input(info: dict, batch: int, accel: int, device: str):
+    from ..data.masks import create_mask
+    from ..data.synth import synth_volume
+
+    c, h, w = info["coils"], info["height"], info["width"]
+    vol = synth_volume(20261126, coils=c, shape=(h, w), recon_size=min(h, w, 320), slices=batch)
+    k = torch.from_numpy(np.asarray(vol.kspace)).to(torch.complex64)
+    k = k[:, None] if c == 1 else k
+    cf = {4: 0.08, 8: 0.04}.get(accel, 0.08)
+    res = create_mask("random", (cf,), (accel,))((1, h, w), seed=0)
+    mask = torch.as_tensor(np.asarray(res.mask).reshape(-1) != 0)
+    return (k * mask).to(device), mask.to(device)
+
+
+def run(
+    export_dir: str | Path,
+    run_dir: str | Path | None = None,
+    sampler: str = "cgs",
+    steps: int | None = None,
+    repeats: int = 3,
+    batch: int = 1,
+    accel: int = 4,
+    log=print,
+) -> dict:
+    """Time both backends on ``export_dir``; returns the JSON record (``kldm bench sampler``)."""
+    from ..export import load_manifest
+    from ..sampling.cgs import SamplerOptions
+    from ..sampling.cpp import CppSampler
+
+    manifest = load_manifest(export_dir)
+    device = manifest["device"]
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError(export_dir, "exported for cuda but no CUDA device is available")
+    run_dir = run_dir or manifest.get("source_run")
+    if not run_dir or not Path(run_dir).exists():
+        raise InputError(
+            export_dir, f"the run it was exported from ({run_dir}) is not here; pass --run RUN_DIR"
+        )
+    from ..sampling.cgs import KspaceLDMSampler
+
+    cpp = CppSampler(export_dir, device)
+    py = KspaceLDMSampler.from_run(run_dir, device)
+    py_net = [0.0]
+    py.ae.encode = _Timed(py.ae.encode, py_net, device)
+    py.ae.decode = _Timed(py.ae.decode, py_net, device)
+    py.unet = _Timed(py.unet, py_net, device)
+
+    masked, mask = _input(manifest, batch, accel, device)
+    opts = SamplerOptions(steps=steps)
+    t_used = steps or manifest["sampler_defaults"]["cgs"]["steps"]
+
+    def time_python():
+        py_net[0] = 0.0
+        sync(device)
+        t = time.perf_counter()
+        py.sample(sampler, masked, mask, opts, torch.Generator().manual_seed(0))
+        sync(device)
+        return time.perf_counter() - t, py_net[0]
+
+    def time_cpp():
+        cpp.reset_timers()
+        sync(device)
+        t = time.perf_counter()
+        cpp.sample(sampler, masked, mask, opts, 0)
+        sync(device)
+        return time.perf_counter() - t, cpp.network_seconds()
+
+    log(f"warm-up ({sampler}, {t_used} steps, {tuple(masked.shape)} on {device}) ...")
+    time_python()
+    time_cpp()
+    py_runs, cpp_runs = [], []
+    for i in range(repeats):
+        py_runs.append(time_python())
+        cpp_runs.append(time_cpp())
+        log(f"run {i + 1}/{repeats}: python {py_runs[-1][0]:.3f} s, cpp {cpp_runs[-1][0]:.3f} s")
+    py_s = statistics.median(r[0] for r in py_runs) / batch
+    cpp_s = statistics.median(r[0] for r in cpp_runs) / batch
+    net_s = statistics.median(r[1] for r in cpp_runs) / batch
+    py_net_s = statistics.median(r[1] for r in py_runs) / batch
+    return {
+        "device": _machine(device),
+        "device_type": device,
+        "date": datetime.date.today().isoformat(),
+        "torch": torch.__version__,
+        "sampler": sampler,
+        "steps": t_used if sampler == "cgs" else None,
+        "size": [manifest["coils"], manifest["height"], manifest["width"]],
+        "batch": batch,
+        "repeats": repeats,
+        "python_s_per_slice": py_s,
+        "cpp_s_per_slice": cpp_s,
+        "speedup": py_s / cpp_s,
+        "network_s_per_slice": net_s,
+        "overhead_fraction": max(0.0, 1.0 - net_s / cpp_s),
+        "python_network_s_per_slice": py_net_s,
+        "python_overhead_fraction": max(0.0, 1.0 - py_net_s / py_s),
+    }
+
+
+def format_table(r: dict) -> str:
+    size = "x".join(map(str, r["size"]))
+    return (
+        f"device: {r['device']}, torch {r['torch']}, {r['sampler']}"
+        + (f", {r['steps']} steps" if r["steps"] else "")
+        + f", k-space {size}, batch {r['batch']}, median of {r['repeats']}\n\n"
+        "| backend | s/slice | networks s/slice | not networks | speedup |\n"
+        "|---|---|---|---|---|\n"
+        f"| python | {r['python_s_per_slice']:.3f} | {r['python_network_s_per_slice']:.3f} | "
+        f"{100 * r['python_overhead_fraction']:.1f}% | 1.00x |\n"
+        f"| cpp | {r['cpp_s_per_slice']:.3f} | {r['network_s_per_slice']:.3f} | "
+        f"{100 * r['overhead_fraction']:.1f}% | {r['speedup']:.2f}x |"
+    )

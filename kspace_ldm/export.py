@@ -1,0 +1,371 @@
+"""``kldm export``: a trained K-AE + LDenoiser as AOTInductor packages for the C++ sampler.
+
+Only the real-valued networks are compiled; complex k-space crosses them as ``2C`` real channels
+and every k-space operation (normalisation, data consistency, FFTs, scheduler steps) stays in the
+``kldm`` ops and the sampler. An export directory holds (``B`` batch, ``C`` coils, ``H x W`` the
+k-space size the export was made for, ``Cz x h x w`` the first stage's latent of the padded
+k-space):
+
+=================== ========================================= =================================
+package             inputs -> outputs                         what
+=================== ========================================= =================================
+``encoder.pt2``     ``x [B, 2C, H, W]`` -> ``mean, std``        padding + encoder: posterior mean
+                    ``[B, Cz, h, w]``                         and std (std 0: deterministic AE)
+``decoder.pt2``     ``z [B, Cz, h, w]`` -> ``x [B, 2C, H, W]``  decoder + unpadding
+``decoder_vjp.pt2`` ``z, g`` -> ``dz [B, Cz, h, w]``            ``(d decoder(z) / dz)^T g``, for
+                                                              gradient guidance
+``denoiser.pt2``    ``z [B, Cz, h, w]`` (scaled), ``t [B]``     UNet (latent padded to its
+                    int64 -> ``out [B, Cz, h, w]``            multiple and back)
+=================== ========================================= =================================
+
+``manifest.json`` records the shapes and dtypes, the normaliser, the latent scale factor, the
+normalisation ratios, the scheduler (config, ``alphas_cumprod`` and the DDPM step coefficients of
+every timestep, computed by the same code as the Python sampler), the sampler defaults, the torch
+and package versions and the sha256 of every package. :func:`load_manifest` (and the C++
+``kldm::Sampler``) verify the hashes and the torch version before anything is loaded.
+
+The decoder's vector-Jacobian product is traced to a plain graph of ATen ops with ``make_fx``
+first: ``torch.export`` cannot trace ``torch.autograd.grad`` inside a module's forward.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import InputError
+from .io import atomic_write_text
+from .physics.transforms import pad_to_multiple, unpad
+
+__all__ = [
+    "EXPORT_FORMAT",
+    "FORMAT_VERSION",
+    "PACKAGES",
+    "ExportReport",
+    "export_run",
+    "load_manifest",
+    "sha256_file",
+]
+
+EXPORT_FORMAT = "kspace-ldm-export"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+PACKAGES = ("encoder", "decoder", "decoder_vjp", "denoiser")
+# Exported outputs must equal eager PyTorch to this relative error (issue 6: < 1e-5, float32).
+EXPORT_RTOL = 1e-5
+
+
+class _Encoder(torch.nn.Module):
+    """``x [B, 2C, H, W]`` -> posterior ``(mean, std)`` of the padded k-space's latent."""
+
+    def __init__(self, ae):
+        super().__init__()
+        self.ae = ae
+
+    def forward(self, x):
+        xp, _ = pad_to_multiple(x, self.ae.downsample, self.ae.downsample)
+        if self.ae.is_kl:
+            post = self.ae.vae.encode(xp).latent_dist
+            return post.mean, post.std
+        z = self.ae.encode(x).z
+        return z, torch.zeros_like(z)
+
+
+class _Decoder(torch.nn.Module):
+    """``z [B, Cz, h, w]`` -> ``x [B, 2C, H, W]`` (padding removed)."""
+
+    def __init__(self, ae, pad):
+        super().__init__()
+        self.ae = ae
+        self.pad = pad
+
+    def forward(self, z):
+        return self.ae.decode(z, pad=self.pad)
+
+
+class _Denoiser(torch.nn.Module):
+    """``(z [B, Cz, h, w], t [B] int64)`` -> UNet output of the same shape."""
+
+    def __init__(self, unet, multiple: int):
+        super().__init__()
+        self.unet = unet
+        self.multiple = multiple
+
+    def forward(self, z, t):
+        zp, info = pad_to_multiple(z, self.multiple, self.multiple)
+        return unpad(self.unet(zp, t).sample, info)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _spec(t: torch.Tensor, name: str, dynamic_batch: bool) -> dict:
+    shape = list(t.shape)
+    if dynamic_batch:
+        shape[0] = -1
+    return {"name": name, "shape": shape, "dtype": str(t.dtype).removeprefix("torch.")}
+
+
+def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def _vjp_graph(decoder: torch.nn.Module, z: torch.Tensor, g: torch.Tensor):
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def vjp(z, g):
+        with torch.enable_grad():
+            u = z.detach().requires_grad_(True)
+            (dz,) = torch.autograd.grad(decoder(u), u, g)
+        return dz
+
+    return make_fx(vjp)(z, g), vjp
+
+
+def _scheduler_tables(scheduler_config: dict) -> dict:
+    """``alphas_cumprod`` and the per-timestep DDPM step coefficients (``cgs-ref``), float32 values
+    computed by the Python sampler's own scheduler code."""
+    from .sampling.schedulers import FusedDDPMScheduler
+
+    sched = FusedDDPMScheduler.from_config(scheduler_config)
+    n = len(sched.alphas_cumprod)
+    sched.set_timesteps(n)
+    if sched.config.thresholding:
+        raise InputError(
+            "scheduler", "dynamic thresholding is not supported by the exported C++ sampler"
+        )
+    keys = (
+        "sqrt_alpha_prod_t",
+        "sqrt_beta_prod_t",
+        "pred_original_sample_coeff",
+        "current_sample_coeff",
+        "noise_std",
+    )
+    coeffs = {k: [] for k in keys}
+    for t in range(n):
+        c = sched.step_coefficients(t)
+        for k in keys:
+            coeffs[k].append(c[k])
+    return {
+        "config": {k: v for k, v in dict(scheduler_config).items() if not k.startswith("_")},
+        "num_train_timesteps": n,
+        "prediction_type": sched.config.prediction_type,
+        "clip_sample": bool(sched.config.clip_sample),
+        "clip_sample_range": float(sched.config.clip_sample_range),
+        "alphas_cumprod": [float(a) for a in sched.alphas_cumprod.to(torch.float32)],
+        "ddpm_step": coeffs,
+    }
+
+
+def _recorded_latent_shape(run: Path) -> list[int] | None:
+    from .models.ldm import LDM_META
+
+    for d in (run / "best", run):
+        if (d / LDM_META).is_file():
+            return json.loads((d / LDM_META).read_text()).get("latent_shape")
+    return None
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_run` wrote and how close the packages are to eager PyTorch."""
+
+    out_dir: Path
+    manifest: dict
+    seconds: float
+
+
+def _compile(module, args, path: Path, dynamic_batch: bool, inductor_configs=None):
+    dyn = None
+    if dynamic_batch:
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        dyn = tuple({0: batch} for _ in args)
+    ep = torch.export.export(module, args, dynamic_shapes=dyn, strict=False)
+    torch._inductor.aoti_compile_and_package(
+        ep, package_path=str(path), inductor_configs=inductor_configs or {}
+    )
+
+
+@torch.no_grad()
+def export_run(
+    run: str | Path,
+    out: str | Path,
+    device: str = "cpu",
+    size: tuple[int, int] | None = None,
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    log=print,
+) -> ExportReport:
+    """Export the LDM run ``run`` (and the first stage it names) to ``out``.
+
+    Args:
+        run: LDM run directory (or its ``best``).
+        out: export directory (replaced atomically: written beside it, then renamed).
+        device: ``cpu`` or ``cuda`` -- the packages run on this device only.
+        size: ``(H, W)`` k-space size; default: the LDM's training latent size times the first
+            stage's down-sampling factor.
+        batch: example batch size (the only batch size unless ``dynamic_batch``).
+        dynamic_batch: export with a symbolic batch dimension.
+    """
+    from .sampling.cgs import CGS_DEFAULTS, CGS_REF_DEFAULTS, KspaceLDMSampler
+
+    t_start = time.perf_counter()
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", "cuda requested but no CUDA device is available")
+    sampler = KspaceLDMSampler.from_run(run, device=device)
+    ae, ldm, norm = sampler.ae, sampler.ldm, sampler.norm
+    coils = ae.in_channels // 2
+    if size is None:
+        latent_shape = _recorded_latent_shape(Path(run))
+        if latent_shape is None:
+            raise InputError("--size", "the LDM run records no latent size; pass --size HxW")
+        size = (latent_shape[1] * ae.downsample, latent_shape[2] * ae.downsample)
+    H, W = size
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 2 * coils, H, W, generator=gen).to(device)
+    enc_m, dec_m = _Encoder(ae).eval(), None
+    mean, std = enc_m(x)
+    _, pad = pad_to_multiple(x, ae.downsample, ae.downsample)
+    dec_m = _Decoder(ae, pad).eval()
+    z = torch.randn(mean.shape, generator=gen).to(device)
+    g = torch.randn(x.shape, generator=gen).to(device)
+    t = torch.full((batch,), 500, dtype=torch.long, device=device)
+    den_m = _Denoiser(ldm.unet, ldm.down_factor).eval()
+    vjp_gm, vjp_eager = _vjp_graph(dec_m, z, g)
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        cases = {
+            "encoder": (enc_m, (x,), ("x",), ("mean", "std")),
+            "decoder": (dec_m, (z,), ("z",), ("x",)),
+            "decoder_vjp": (vjp_gm, (z, g), ("z", "g"), ("dz",)),
+            "denoiser": (den_m, (z, t), ("z", "t"), ("out",)),
+        }
+        eager = {
+            "encoder": (mean, std),
+            "decoder": (dec_m(z),),
+            "decoder_vjp": (vjp_eager(z, g),),
+            "denoiser": (den_m(z, t),),
+        }
+        packages = {}
+        for name, (module, args, in_names, out_names) in cases.items():
+            t0 = time.perf_counter()
+            path = tmp / f"{name}.pt2"
+            _compile(module, args, path, dynamic_batch)
+            loaded = torch._inductor.aoti_load_package(str(path))
+            got = loaded(*args)
+            got = (got,) if isinstance(got, torch.Tensor) else tuple(got)
+            errs = [_rel_err(a.float(), b.float()) for a, b in zip(got, eager[name], strict=True)]
+            if max(errs) >= EXPORT_RTOL:
+                raise RuntimeError(
+                    f"exported {name} differs from eager PyTorch: relative error {max(errs):.2e}"
+                )
+            packages[name] = {
+                "file": path.name,
+                "sha256": sha256_file(path),
+                "inputs": [_spec(a, n, dynamic_batch) for a, n in zip(args, in_names, strict=True)],
+                "outputs": [
+                    _spec(o, n, dynamic_batch) for o, n in zip(eager[name], out_names, strict=True)
+                ],
+                "max_rel_err_vs_eager": max(errs),
+            }
+            log(f"exported {name:12s} rel. err {max(errs):.1e} ({time.perf_counter() - t0:.1f} s)")
+
+        ratio = ldm.norm_ratio or {}
+        manifest = {
+            "format": EXPORT_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kspace_ldm_version": __version__,
+            "torch_version": torch.__version__.split("+")[0],
+            "device": device,
+            "dynamic_batch": dynamic_batch,
+            "batch": batch,
+            "coils": coils,
+            "height": H,
+            "width": W,
+            "latent_shape": list(mean.shape[1:]),
+            "first_stage": {
+                "family": type(ae).__name__,
+                "is_kl": bool(ae.is_kl),
+                "sample_posterior": bool(getattr(ae, "sample_posterior", False)),
+                "downsample": ae.downsample,
+            },
+            "normalization": {
+                "mode": norm.mode,
+                "acs_fraction": norm.acs_fraction,
+                "weighting": norm.weighting,
+                "weight_power": norm.weight_power,
+                "weight_r0": norm.weight_r0,
+                "log_c": norm.log_c,
+                "log_clamp": norm.log_clamp,
+                "eps": norm.eps,
+            },
+            "norm_ratio": {"scale": ratio.get("scale"), "shift": ratio.get("shift")},
+            "scale_factor": float(ldm.scale_factor),
+            "scheduler": _scheduler_tables(sampler.scheduler_config),
+            "sampler_defaults": {"cgs": dict(CGS_DEFAULTS), "cgs-ref": dict(CGS_REF_DEFAULTS)},
+            "source_run": str(Path(run).resolve()),
+            "packages": packages,
+        }
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportReport(out, manifest, time.perf_counter() - t_start)
+
+
+def load_manifest(export_dir: str | Path, verify: bool = True) -> dict:
+    """Read ``export_dir/manifest.json``; with ``verify`` check the format, the torch version and
+    every package's sha256 (``InputError`` naming the file and the problem otherwise)."""
+    d = Path(export_dir)
+    path = d / MANIFEST
+    if not path.is_file():
+        raise InputError(d, f"not an export directory (no {MANIFEST}); make one with kldm export")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(path, f"invalid JSON ({err})") from None
+    if manifest.get("format") != EXPORT_FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise InputError(path, f"not a {EXPORT_FORMAT} v{FORMAT_VERSION} manifest")
+    if not verify:
+        return manifest
+    here = torch.__version__.split("+")[0]
+    if manifest["torch_version"] != here:
+        raise InputError(
+            path,
+            f"packages were made by torch {manifest['torch_version']} but this is torch {here}; "
+            "re-export with this torch",
+        )
+    for name in PACKAGES:
+        entry = manifest["packages"].get(name)
+        if entry is None:
+            raise InputError(path, f"package {name!r} missing from the manifest")
+        f = d / entry["file"]
+        if not f.is_file():
+            raise InputError(f, "package file missing")
+        if sha256_file(f) != entry["sha256"]:
+            raise InputError(f, "sha256 does not match the manifest (file modified or corrupt)")
+    return manifest

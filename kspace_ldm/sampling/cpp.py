@@ -1,0 +1,94 @@
+"""The C++ sampler (``kldm::Sampler`` in libkldm) behind the Python sampler's interface.
+
+``kldm recon --backend cpp`` and ``kldm bench sampler`` use it: the same ``cgs`` / ``cgs-ref``
+algorithms, defaults and seeded random stream as :class:`~kspace_ldm.sampling.cgs.KspaceLDMSampler`,
+run from an export directory (``kldm export``) without Python in the loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+from .cgs import SamplerOptions
+
+__all__ = ["CppSampler"]
+
+_DEFAULT = SamplerOptions()
+
+
+class CppSampler:
+    """``kldm::Sampler`` on ``export_dir``.
+
+    Args:
+        export_dir: made by ``kldm export`` (manifest, sha256-verified packages).
+        device: ``cpu`` or ``cuda`` (the device the packages were exported for).
+    """
+
+    def __init__(self, export_dir: str | Path, device: str = "cpu"):
+        import kspace_ldm.ops  # noqa: F401  (loads libkldm and the _C module)
+        from kspace_ldm import _C
+
+        self.export_dir = Path(export_dir)
+        try:
+            self._sampler = _C.Sampler(str(self.export_dir), device)
+        except _C.SamplerError as err:
+            raise InputError(None, str(err)) from None
+        self.info = dict(self._sampler.info)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.info["device"])
+
+    def sample(
+        self,
+        name: str,
+        masked: torch.Tensor,
+        mask: torch.Tensor,
+        options: SamplerOptions = _DEFAULT,
+        seed: int = 0,
+    ) -> torch.Tensor:
+        """Reconstruct complex ``[B, C, H, W]`` ``masked`` k-space; returns k-space like it.
+
+        ``seed`` seeds the CPU generator of every draw: the Python sampler given
+        ``torch.Generator().manual_seed(seed)`` gives the same result (tests: relative error
+        < 1e-4)."""
+        return self.reconstruct(name, masked, mask, options, seed)[0]
+
+    def reconstruct(
+        self,
+        name: str,
+        masked: torch.Tensor,
+        mask: torch.Tensor,
+        options: SamplerOptions = _DEFAULT,
+        seed: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(kspace [B, C, H, W] complex64, image [B, H, W] float32 RSS)``."""
+        from kspace_ldm import _C
+
+        try:
+            return self._sampler.reconstruct(
+                masked,
+                torch.as_tensor(mask),
+                name,
+                options.steps,
+                options.t0,
+                options.guidance,
+                float(options.eta),
+                bool(options.refit),
+                int(options.samples),
+                int(seed),
+            )
+        except _C.SamplerError as err:
+            raise InputError(None, str(err)) from None
+
+    def network_seconds(self) -> float:
+        return self._sampler.network_seconds()
+
+    def network_calls(self) -> int:
+        return self._sampler.network_calls()
+
+    def reset_timers(self) -> None:
+        self._sampler.reset_timers()
