@@ -188,15 +188,36 @@ class ExportReport:
     seconds: float
 
 
-def _compile(module, args, path: Path, dynamic_batch: bool, inductor_configs=None):
+def _compile(module, args, path: Path, dynamic_batch: bool) -> tuple[int, int]:
+    """Export and AOT-compile ``module``; returns the batch range ``(min, max)`` it accepts."""
+    b = args[0].shape[0]
     dyn = None
     if dynamic_batch:
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        dyn = tuple({0: batch} for _ in args)
+        # Dim.AUTO: export derives the range from the model's guards (it excludes batch 1 --
+        # 0/1 are specialised -- and the UNet bounds it above); the sampler pads or chunks a
+        # batch into that range, which is exact because every network is per-sample.
+        dyn = tuple({0: torch.export.Dim.AUTO} for _ in args)
     ep = torch.export.export(module, args, dynamic_shapes=dyn, strict=False)
-    torch._inductor.aoti_compile_and_package(
-        ep, package_path=str(path), inductor_configs=inductor_configs or {}
-    )
+    lo, hi = b, b
+    if dynamic_batch:
+        val = next(
+            n
+            for n in ep.graph.nodes
+            if n.op == "placeholder"
+            and n.name not in ep.graph_signature.inputs_to_parameters
+            and n.name not in ep.graph_signature.inputs_to_buffers
+            and n.name not in ep.graph_signature.inputs_to_lifted_tensor_constants
+        ).meta["val"]
+        sym = val.shape[0]
+        if isinstance(sym, torch.SymInt):
+            r = ep.range_constraints[sym.node.expr]
+            lo = int(r.lower)
+            try:
+                hi = min(int(r.upper), 1 << 30)
+            except (TypeError, AttributeError, ValueError, OverflowError):  # unbounded (int_oo)
+                hi = 1 << 30
+    torch._inductor.aoti_compile_and_package(ep, package_path=str(path))
+    return lo, hi
 
 
 @torch.no_grad()
@@ -220,21 +241,41 @@ def export_run(
         batch: example batch size (the only batch size unless ``dynamic_batch``).
         dynamic_batch: export with a symbolic batch dimension.
     """
-    from .sampling.cgs import CGS_DEFAULTS, CGS_REF_DEFAULTS, KspaceLDMSampler
+    from .sampling.cgs import KspaceLDMSampler
 
-    t_start = time.perf_counter()
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device", "cuda requested but no CUDA device is available")
     sampler = KspaceLDMSampler.from_run(run, device=device)
-    ae, ldm, norm = sampler.ae, sampler.ldm, sampler.norm
-    coils = ae.in_channels // 2
     if size is None:
         latent_shape = _recorded_latent_shape(Path(run))
         if latent_shape is None:
             raise InputError("--size", "the LDM run records no latent size; pass --size HxW")
-        size = (latent_shape[1] * ae.downsample, latent_shape[2] * ae.downsample)
-    H, W = size
+        size = (latent_shape[1] * sampler.ae.downsample, latent_shape[2] * sampler.ae.downsample)
+    return export_sampler(sampler, out, size, batch, dynamic_batch, Path(run).resolve(), log)
+
+
+@torch.no_grad()
+def export_sampler(
+    sampler,
+    out: str | Path,
+    size: tuple[int, int],
+    batch: int = 1,
+    dynamic_batch: bool = False,
+    source_run: str | Path | None = None,
+    log=print,
+) -> ExportReport:
+    """Export a loaded :class:`~kspace_ldm.sampling.cgs.KspaceLDMSampler` (on its device) for
+    k-space of ``size = (H, W)``; see :func:`export_run`."""
+    from .sampling.cgs import CGS_DEFAULTS, CGS_REF_DEFAULTS
+
+    t_start = time.perf_counter()
+    ae, ldm, norm = sampler.ae, sampler.ldm, sampler.norm
+    device = sampler.device.type
+    coils = ae.in_channels // 2
+    H, W = (int(v) for v in size)
     gen = torch.Generator().manual_seed(0)
+    # A symbolic batch cannot be traced from an example of size 1 (export specialises 0 and 1).
+    batch = max(batch, 2) if dynamic_batch else batch
     x = torch.randn(batch, 2 * coils, H, W, generator=gen).to(device)
     enc_m, dec_m = _Encoder(ae).eval(), None
     mean, std = enc_m(x)
@@ -244,7 +285,10 @@ def export_run(
     g = torch.randn(x.shape, generator=gen).to(device)
     t = torch.full((batch,), 500, dtype=torch.long, device=device)
     den_m = _Denoiser(ldm.unet, ldm.down_factor).eval()
-    vjp_gm, vjp_eager = _vjp_graph(dec_m, z, g)
+    # The traced VJP has its sizes baked in (make_fx cannot trace the parameters symbolically):
+    # it is exported for batch 1 and the sampler runs it slice by slice.
+    zv, gv = z[:1].contiguous(), g[:1].contiguous()
+    vjp_gm, vjp_eager = _vjp_graph(dec_m, zv, gv)
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,20 +297,21 @@ def export_run(
         cases = {
             "encoder": (enc_m, (x,), ("x",), ("mean", "std")),
             "decoder": (dec_m, (z,), ("z",), ("x",)),
-            "decoder_vjp": (vjp_gm, (z, g), ("z", "g"), ("dz",)),
+            "decoder_vjp": (vjp_gm, (zv, gv), ("z", "g"), ("dz",)),
             "denoiser": (den_m, (z, t), ("z", "t"), ("out",)),
         }
         eager = {
             "encoder": (mean, std),
             "decoder": (dec_m(z),),
-            "decoder_vjp": (vjp_eager(z, g),),
+            "decoder_vjp": (vjp_eager(zv, gv),),
             "denoiser": (den_m(z, t),),
         }
         packages = {}
         for name, (module, args, in_names, out_names) in cases.items():
             t0 = time.perf_counter()
             path = tmp / f"{name}.pt2"
-            _compile(module, args, path, dynamic_batch)
+            dynamic = dynamic_batch and name != "decoder_vjp"
+            lo, hi = _compile(module, args, path, dynamic)
             loaded = torch._inductor.aoti_load_package(str(path))
             got = loaded(*args)
             got = (got,) if isinstance(got, torch.Tensor) else tuple(got)
@@ -278,9 +323,10 @@ def export_run(
             packages[name] = {
                 "file": path.name,
                 "sha256": sha256_file(path),
-                "inputs": [_spec(a, n, dynamic_batch) for a, n in zip(args, in_names, strict=True)],
+                "batch_range": [lo, hi],
+                "inputs": [_spec(a, n, dynamic) for a, n in zip(args, in_names, strict=True)],
                 "outputs": [
-                    _spec(o, n, dynamic_batch) for o, n in zip(eager[name], out_names, strict=True)
+                    _spec(o, n, dynamic) for o, n in zip(eager[name], out_names, strict=True)
                 ],
                 "max_rel_err_vs_eager": max(errs),
             }
@@ -319,7 +365,7 @@ def export_run(
             "scale_factor": float(ldm.scale_factor),
             "scheduler": _scheduler_tables(sampler.scheduler_config),
             "sampler_defaults": {"cgs": dict(CGS_DEFAULTS), "cgs-ref": dict(CGS_REF_DEFAULTS)},
-            "source_run": str(Path(run).resolve()),
+            "source_run": None if source_run is None else str(source_run),
             "packages": packages,
         }
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")

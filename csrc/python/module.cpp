@@ -32,7 +32,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("sha256_file", &kldm::sha256_file, py::arg("path"), "SHA-256 of a file (lower-case hex).");
 
   // kldm::Error -> kspace_ldm._C.SamplerError (a RuntimeError): the CLI turns it into one line.
-  static py::exception<kldm::Error> sampler_error(m, "SamplerError", PyExc_RuntimeError);
+  py::register_exception<kldm::Error>(m, "SamplerError", PyExc_RuntimeError);
 
   py::class_<kldm::Sampler>(m, "Sampler", "kldm::Sampler: cgs / cgs-ref on an export directory.")
       .def(py::init([](const std::string& dir, const std::string& device) {

@@ -55,7 +55,13 @@ struct Sampler::Impl {
   int64_t cgs_steps = 5, cgs_t0 = 150, ref_t0 = 100, cgs_samples = 1;
   double cgs_guidance = 0.0, cgs_eta = 0.0, ref_guidance = 100.0;
   bool cgs_refit = true;
-  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> encoder, decoder, decoder_vjp, denoiser;
+  // A package and the batch sizes it accepts (one for a static export).
+  struct Package {
+    std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
+    int64_t min_batch = 1, max_batch = 1;
+    std::string name;
+  };
+  Package encoder, decoder, decoder_vjp, denoiser;
   mutable double net_seconds = 0.0;
   mutable int64_t net_calls = 0;
 
@@ -167,8 +173,9 @@ struct Sampler::Impl {
                     ": sha256 does not match the manifest (file modified or corrupt)");
       return f.string();
     };
-    std::string paths[4] = {load_pkg("encoder"), load_pkg("decoder"), load_pkg("decoder_vjp"),
-                            load_pkg("denoiser")};
+    const char* names[4] = {"encoder", "decoder", "decoder_vjp", "denoiser"};
+    std::string paths[4];
+    for (int i = 0; i < 4; ++i) paths[i] = load_pkg(names[i]);
     const c10::DeviceIndex index = device.is_cuda() ? device.index() : -1;
     auto open = [&](const std::string& p) {
       try {
@@ -179,34 +186,51 @@ struct Sampler::Impl {
         throw Error(p + ": cannot load the package (" + what.substr(0, what.find('\n')) + ")");
       }
     };
-    encoder = open(paths[0]);
-    decoder = open(paths[1]);
-    decoder_vjp = open(paths[2]);
-    denoiser = open(paths[3]);
+    Package* slots[4] = {&encoder, &decoder, &decoder_vjp, &denoiser};
+    for (int i = 0; i < 4; ++i) {
+      slots[i]->loader = open(paths[i]);
+      slots[i]->name = names[i];
+      const auto& e = pk.at(names[i]);
+      auto range = e.at("batch_range").as_numbers("packages.batch_range");
+      if (range.size() != 2 || range[0] < 1 || range[1] < range[0])
+        throw Error(mpath + ": packages." + names[i] + ".batch_range must be [min, max]");
+      slots[i]->min_batch = static_cast<int64_t>(range[0]);
+      slots[i]->max_batch = static_cast<int64_t>(range[1]);
+    }
   }
 
   // ---------------------------------------------------------------------------------------------
   // Network calls, chunked to the exported batch size when the batch is static.
-  std::vector<at::Tensor> run(torch::inductor::AOTIModelPackageLoader& pkg,
-                              std::vector<at::Tensor> inputs) const {
+  std::vector<at::Tensor> run(const Package& pkg, std::vector<at::Tensor> inputs) const {
+    // Chunks of at most max_batch samples; a chunk below min_batch is padded with copies of its
+    // last sample and the padding dropped from the outputs (exact: every network is per-sample).
     const int64_t B = inputs[0].size(0);
-    const int64_t chunk = info.dynamic_batch ? B : info.batch;
     auto t_start = std::chrono::steady_clock::now();
     std::vector<std::vector<at::Tensor>> parts;
-    for (int64_t s = 0; s < B; s += chunk) {
-      if (!info.dynamic_batch && B - s < chunk)
-        throw Error("batch " + std::to_string(B) + " is not a multiple of the exported batch " +
-                    std::to_string(chunk) + " (export with --dynamic-batch)");
+    for (int64_t s = 0; s < B; s += pkg.max_batch) {
+      const int64_t n = std::min(pkg.max_batch, B - s);
+      const int64_t pad = std::max<int64_t>(0, pkg.min_batch - n);
       std::vector<at::Tensor> in;
-      for (auto& t : inputs) in.push_back(t.narrow(0, s, chunk).contiguous());
-      parts.push_back(pkg.run(in));
+      for (auto& t : inputs) {
+        auto c = t.narrow(0, s, n);
+        if (pad > 0) {
+          auto sz = c.sizes().vec();
+          sz[0] = pad;
+          c = at::cat({c, c.narrow(0, n - 1, 1).expand(sz)}, 0);
+        }
+        in.push_back(c.contiguous());
+      }
+      auto o = pkg.loader->run(in);
+      if (pad > 0)
+        for (auto& t : o) t = t.narrow(0, 0, n);
+      parts.push_back(std::move(o));
       ++net_calls;
     }
     std::vector<at::Tensor> out;
     for (size_t i = 0; i < parts[0].size(); ++i) {
       std::vector<at::Tensor> cat;
       for (auto& p : parts) cat.push_back(p[i]);
-      out.push_back(cat.size() == 1 ? cat[0] : at::cat(cat, 0));
+      out.push_back(cat.size() == 1 ? cat[0].contiguous() : at::cat(cat, 0));
     }
     if (device.is_cuda())
       c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->synchronizeDevice(device.index());
@@ -223,17 +247,17 @@ struct Sampler::Impl {
 
   // posterior mode (mean) or sample
   at::Tensor encode(const at::Tensor& x, at::Generator* gen) const {
-    auto out = run(*encoder, {x.to(at::kFloat)});
+    auto out = run(encoder, {x.to(at::kFloat)});
     if (gen != nullptr && is_kl && sample_posterior) return out[0] + out[1] * randn(out[0].sizes(), *gen);
     return out[0];
   }
-  at::Tensor decode(const at::Tensor& z) const { return run(*decoder, {z})[0]; }
+  at::Tensor decode(const at::Tensor& z) const { return run(decoder, {z})[0]; }
   at::Tensor vjp(const at::Tensor& z, const at::Tensor& g) const {
-    return run(*decoder_vjp, {z, g.to(at::kFloat)})[0];
+    return run(decoder_vjp, {z, g.to(at::kFloat)})[0];
   }
   at::Tensor model_output(const at::Tensor& z, int64_t t) const {
     auto tt = at::full({z.size(0)}, t, at::TensorOptions().dtype(at::kLong).device(device));
-    return run(*denoiser, {z, tt})[0];
+    return run(denoiser, {z, tt})[0];
   }
 
   std::pair<at::Tensor, at::Tensor> eps_x0(const at::Tensor& z, int64_t t) const {

@@ -78,6 +78,7 @@ std::string read_header(hid_t file, const std::string& path) {
   if (H5Tis_variable_str(ft) > 0) {
     H5Id mt(H5Tcopy(H5T_C_S1), H5Tclose);
     H5Tset_size(mt, H5T_VARIABLE);
+    H5Tset_cset(mt, H5Tget_cset(ft));  // h5py writes UTF-8; HDF5 converts no character sets
     char* buf = nullptr;
     if (H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, &buf) < 0)
       throw InputError(path + ": cannot read ismrmrd_header");
@@ -185,11 +186,14 @@ void write_reconstruction(const std::string& path, const at::Tensor& recon,
     if (H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, c.data_ptr()) < 0)
       throw std::runtime_error(path + ": cannot write reconstruction");
     for (const auto& [k, val] : attrs) {
+      // variable-length UTF-8, as h5py writes str attributes (read back as str, not bytes)
       H5Id st(H5Tcopy(H5T_C_S1), H5Tclose);
-      H5Tset_size(st, val.size() + 1);
+      H5Tset_size(st, H5T_VARIABLE);
+      H5Tset_cset(st, H5T_CSET_UTF8);
       H5Id as(H5Screate(H5S_SCALAR), H5Sclose);
       H5Id a(H5Acreate2(file, k.c_str(), st, as, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-      H5Awrite(a, st, val.c_str());
+      const char* ptr = val.c_str();
+      H5Awrite(a, st, &ptr);
     }
   }
   fs::rename(tmp, out);

@@ -39,7 +39,8 @@ def build_info() -> dict[str, Any]:
 
     Returns a dict with ``version``, ``torch_version`` (compiled against), ``cuda`` (bool: CUDA
     kernels compiled in), ``cuda_archs``, ``compiler``, ``build_date``, ``library`` (path of
-    libkldm), ``cmake_prefix_path`` and ``ops`` (registered op names).
+    libkldm), ``cmake_prefix_path``, ``ops`` (registered op names) and ``recon_tool`` (the
+    ``kldm-recon`` executable, ``None`` when built without HDF5).
     """
     _C = load_library()
     info = dict(_C.build_info())
@@ -49,4 +50,6 @@ def build_info() -> dict[str, Any]:
     info["cmake_prefix_path"] = str(pkg)
     info["cmake_config"] = str(pkg / "share" / "cmake" / "KspaceLDM")
     info["ops"] = sorted(_C.registered_ops())
+    tool = pkg / "bin" / "kldm-recon"
+    info["recon_tool"] = str(tool) if tool.is_file() else None
     return info
