@@ -466,8 +466,21 @@ def train(stage, config_path, out_dir, resume_dir, overrides) -> None:
 )
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--dynamic-batch", is_flag=True, help="Export with a symbolic batch dimension.")
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-5,
+    show_default=True,
+    help="Largest accepted relative error of a package against eager PyTorch (float32).",
+)
+@click.option(
+    "--no-guidance",
+    is_flag=True,
+    help="Leave out the decoder VJP package (no gradient guidance: cgs-ref and cgs --guidance "
+    "are refused); smaller and faster to export.",
+)
 @_handle_errors
-def export_cmd(run_dir, out_dir, device, size, batch, dynamic_batch) -> None:
+def export_cmd(run_dir, out_dir, device, size, batch, dynamic_batch, tolerance, no_guidance):
     """Export the LDM run RUN_DIR and its first stage as AOTInductor packages for the C++ sampler
     (kldm recon --backend cpp, kldm-recon, kldm::Sampler)."""
     from kspace_ldm.export import export_run
@@ -480,7 +493,17 @@ def export_cmd(run_dir, out_dir, device, size, batch, dynamic_batch) -> None:
             hw = ()
         if len(hw) != 2 or min(hw) < 1:
             raise click.UsageError(f"--size must be HxW, got {size!r}")
-    rep = export_run(run_dir, out_dir, device, hw, batch, dynamic_batch, log=click.echo)
+    rep = export_run(
+        run_dir,
+        out_dir,
+        device,
+        hw,
+        batch,
+        dynamic_batch,
+        log=click.echo,
+        rtol=tolerance,
+        guidance=not no_guidance,
+    )
     m = rep.manifest
     click.echo(
         f"{out_dir}: {m['coils']}x{m['height']}x{m['width']} k-space, latent "
@@ -607,6 +630,23 @@ def bench_sampler(export_dir, run_dir, sampler, steps, repeats, batch_size, json
     click.echo(bench_sampler_mod.format_table(result))
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+
+
+@bench.command("untrained-run")
+@click.option("--ae-config", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--ldm-config", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--coils", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--size", default="320x320", show_default=True, help="k-space HxW.")
+@_handle_errors
+def bench_untrained_run(ae_config, ldm_config, out_dir, coils, size) -> None:
+    """Write an untrained first stage + LDM of any configs (for timing, e.g. the reference-size
+    models); export it with kldm export OUT/ldm."""
+    from kspace_ldm.bench.untrained import write_untrained_run
+
+    hw = tuple(int(v) for v in size.lower().split("x"))
+    ldm = write_untrained_run(ae_config, ldm_config, out_dir, coils, hw)
+    click.echo(f"untrained LDM run: {ldm}")
 
 
 @bench.command("train")

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The device check, run ON a lent GPU machine (torch with CUDA preinstalled, no network):
-# build kspace-ldm with CUDA kernels against that torch, run every op test (CPU and CUDA
-# parametrisations, so CPU/CUDA parity runs), and the GPU benchmarks. Results go to $OUT (the
-# device tool's output folder) or build/gpu_check.
+# build kspace-ldm with CUDA kernels against that torch, run the op tests (CPU and CUDA
+# parametrisations, so CPU/CUDA parity runs) and the CUDA sampler parity test, and the GPU
+# benchmarks (ops, first-stage training, C++ vs Python sampler on the reference-size models at
+# 320x320). Results go to $OUT (the device tool's output folder) or build/gpu_check.
 #
 # Prepare here first (downloads the wheels the GPU image lacks, e.g. diffusers, into .whl/):
 #   scripts/gpu_wheels.sh
 # Then, with the device tool:  run(command="scripts/gpu_check.sh", carry=[".whl"])
+# KLDM_GPU_STAGES selects stages (default: all): build optests samplertest sampler opbench trainbench
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -15,7 +17,10 @@ mkdir -p "$out"
 exec > >(tee "$out/gpu_check.log") 2>&1
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
+stages=" ${KLDM_GPU_STAGES:-build optests samplertest sampler opbench trainbench} "
+want() { [[ "$stages" == *" $1 "* ]]; }
 t0=$SECONDS
+status=0
 
 if compgen -G ".whl/*.whl" >/dev/null; then
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -35,19 +40,43 @@ echo "build done at $((SECONDS - t0)) s"
 # Run from outside the checkout so `kspace_ldm` is the built package, not the source folder.
 cd /tmp
 "$py" -m kspace_ldm.cli info | tee "$out/info.txt"
-
-echo "== op tests (CPU + CUDA parametrisations) =="
+pytest_args=(-q -p no:cacheprovider --rootdir "$repo" -c "$repo/pyproject.toml")
 # pytest-xdist (in the GPU image): a crashing test fails alone instead of ending the run.
-xdist=(); "$py" -c "import xdist" 2>/dev/null && xdist=(-n 8)
-"$py" -m pytest -q -p no:cacheprovider --rootdir "$repo" -c "$repo/pyproject.toml" "${xdist[@]}" \
-  "$repo"/tests/test_ops_*.py --junitxml "$out/op_tests.xml" ${KLDM_PYTEST_ARGS:-} || status=$?
+"$py" -c "import xdist" 2>/dev/null && xdist=(-n 8) || xdist=()
 
-[ -n "${KLDM_SKIP_BENCH:-}" ] && exit "${status:-0}"
-echo "== benchmarks =="
-"$py" -m kspace_ldm.cli bench ops --device cuda --json "$out/bench_ops_cuda.json" || status=$?
-# First-stage training throughput at the fastMRI single-coil crop (320x320), reference configs.
-"$py" -m kspace_ldm.cli bench train --device cuda --size 1x320x320 --batch-size 4 --steps 5 \
-  --config "$repo/configs/ae_kl_4.yaml" --config "$repo/configs/sae_kl_4.yaml" \
-  --config "$repo/configs/unet_wn.yaml" --json "$out/bench_train_cuda.json" || status=$?
-echo "gpu_check finished in $((SECONDS - t0)) s"
-exit "${status:-0}"
+if want optests; then
+  echo "== op tests (CPU + CUDA parametrisations) at $((SECONDS - t0)) s =="
+  "$py" -m pytest "${pytest_args[@]}" "${xdist[@]}" "$repo"/tests/test_ops_*.py \
+    --junitxml "$out/op_tests.xml" ${KLDM_PYTEST_ARGS:-} || status=$?
+fi
+if want samplertest; then
+  echo "== C++ sampler parity on CUDA at $((SECONDS - t0)) s =="
+  "$py" -m pytest "${pytest_args[@]}" -m cuda "$repo/tests/test_export.py" \
+    --junitxml "$out/sampler_tests.xml" || status=$?
+fi
+if want sampler; then
+  echo "== sampler benchmark: reference-size models (untrained), 320x320, at $((SECONDS - t0)) s =="
+  "$py" -m kspace_ldm.cli bench untrained-run --ae-config "$repo/configs/ae_kl_4.yaml" \
+    --ldm-config "$repo/configs/ldm_ref.yaml" --out /tmp/refrun --size 320x320
+  # TF32 is off while compiling and checking; a reference-size network in float32 accumulates
+  # ~1e-6 relative error, well inside 1e-4.
+  # --no-guidance: cgs (guidance 0) needs no decoder VJP; it is the slowest package to compile.
+  "$py" -m kspace_ldm.cli export /tmp/refrun/ldm --out /tmp/refexp --device cuda --size 320x320 \
+    --tolerance 1e-4 --no-guidance || status=$?
+  for steps in 50 5; do
+    "$py" -m kspace_ldm.cli bench sampler --model /tmp/refexp --steps $steps --repeats 3 \
+      --json "$out/bench_sampler_cuda_${steps}.json" || status=$?
+  done
+fi
+if want opbench; then
+  echo "== op benchmarks at $((SECONDS - t0)) s =="
+  "$py" -m kspace_ldm.cli bench ops --device cuda --json "$out/bench_ops_cuda.json" || status=$?
+fi
+if want trainbench; then
+  # First-stage training throughput at the fastMRI single-coil crop (320x320), reference configs.
+  "$py" -m kspace_ldm.cli bench train --device cuda --size 1x320x320 --batch-size 4 --steps 5 \
+    --config "$repo/configs/ae_kl_4.yaml" --config "$repo/configs/sae_kl_4.yaml" \
+    --config "$repo/configs/unet_wn.yaml" --json "$out/bench_train_cuda.json" || status=$?
+fi
+echo "gpu_check finished in $((SECONDS - t0)) s (status $status)"
+exit "$status"

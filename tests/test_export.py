@@ -358,3 +358,24 @@ def test_kldm_recon_multicoil(multi, tmp_path):
     with h5py.File(out) as f:
         rec = f["reconstruction"][()]
     assert rec.shape == (3, 16, 16) and np.isfinite(rec).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_export_matches_python_on_cuda(tmp_path):
+    s = tiny(1, "standardize", "none", False, seed=0)
+    s.ae.cuda()
+    s.ldm.unet.cuda()
+    export_sampler(s, tmp_path / "e", (H, W), batch=1, log=lambda *_: None)
+    cpp = CppSampler(tmp_path / "e", "cuda")
+    y, m = (phantom(2, 1) * mask_w()).cuda(), mask_w().cuda()
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        for name, opts in [("cgs", SamplerOptions()), ("cgs-ref", SamplerOptions(t0=60))]:
+            want = s.sample(name, y, m, opts, torch.Generator().manual_seed(3))
+            got = cpp.sample(name, y, m, opts, 3)
+            assert got.is_cuda
+            assert rel(got, want) < PARITY_RTOL, (name, rel(got, want))
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -280,6 +280,24 @@ def test_cli_chain_synth_ae_extract_ldm_recon_evaluate(tmp_path):
     missing = run("recon", test_dir, "--out", tmp_path / "y", "--sampler", "cgs", ok=False)
     assert missing.exit_code == 2 and "--model" in missing.output
 
+    # deployment: kldm export (without the guidance VJP) -> kldm recon --backend cpp gives the
+    # Python backend's reconstruction; cgs-ref needs the VJP and is refused in one line
+    exp = tmp_path / "export"
+    res = run("export", ldm, "--out", exp, "--no-guidance")
+    assert "1x32x36 k-space" in res.output
+    assert not (exp / "decoder_vjp.pt2").exists()
+    run("recon", test_dir, "--out", tmp_path / "cpp", "--model", exp, "--backend", "cpp",
+        "--steps", 2, "--t0", 50, "--batch-size", 2, "--accel", 4,
+        "--center-fraction", 0.08)  # fmt: skip
+    cpp = read_reconstruction(tmp_path / "cpp" / f.name)
+    assert np.linalg.norm(cpp - recs["cgs"]) / np.linalg.norm(recs["cgs"]) < 1e-4
+    ref = run("recon", test_dir, "--out", tmp_path / "z", "--model", exp, "--backend", "cpp",
+              "--sampler", "cgs-ref", ok=False)  # fmt: skip
+    assert ref.exit_code == 2 and "decoder_vjp" in ref.output and "Traceback" not in ref.output
+    bad_size = run("recon", test_dir, "--out", tmp_path / "z", "--model", ldm, "--backend", "cpp",
+                   ok=False)  # fmt: skip
+    assert bad_size.exit_code == 2 and "not an export directory" in bad_size.output
+
 
 def test_torchrun_ranks_share_out_the_files(monkeypatch):
     from kspace_ldm.recon import shard_for_rank

@@ -175,7 +175,8 @@ struct Sampler::Impl {
     };
     const char* names[4] = {"encoder", "decoder", "decoder_vjp", "denoiser"};
     std::string paths[4];
-    for (int i = 0; i < 4; ++i) paths[i] = load_pkg(names[i]);
+    for (int i = 0; i < 4; ++i)  // decoder_vjp is optional (kldm export --no-guidance)
+      if (i != 2 || pk.has("decoder_vjp")) paths[i] = load_pkg(names[i]);
     const c10::DeviceIndex index = device.is_cuda() ? device.index() : -1;
     auto open = [&](const std::string& p) {
       try {
@@ -188,6 +189,7 @@ struct Sampler::Impl {
     };
     Package* slots[4] = {&encoder, &decoder, &decoder_vjp, &denoiser};
     for (int i = 0; i < 4; ++i) {
+      if (paths[i].empty()) continue;
       slots[i]->loader = open(paths[i]);
       slots[i]->name = names[i];
       const auto& e = pk.at(names[i]);
@@ -253,6 +255,9 @@ struct Sampler::Impl {
   }
   at::Tensor decode(const at::Tensor& z) const { return run(decoder, {z})[0]; }
   at::Tensor vjp(const at::Tensor& z, const at::Tensor& g) const {
+    if (!decoder_vjp.loader)
+      throw Error("sampler: gradient guidance needs the decoder_vjp package, which this export "
+                  "leaves out (kldm export --no-guidance); use guidance 0 or export again");
     return run(decoder_vjp, {z, g.to(at::kFloat)})[0];
   }
   at::Tensor model_output(const at::Tensor& z, int64_t t) const {
