@@ -26,6 +26,20 @@ from kspace_ldm.physics.transforms import kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
 SAMPLERS = ("zero-filled", "cgs", "cgs-ref")
+# Sampler implementations: "python" (kspace_ldm.sampling, the reference implementation) and
+# "cpp" (the libkldm C++ sampler, not in this build yet). BACKENDS lists those this build has.
+BACKENDS = ("python",)
+
+
+def check_backend(backend: str) -> None:
+    """One-line :class:`InputError` unless ``backend`` is available in this build."""
+    if backend in BACKENDS:
+        return
+    if backend == "cpp":
+        raise InputError(
+            "--backend", "cpp is not available in this build (the C++ sampler has not landed yet)"
+        )
+    raise InputError("--backend", f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
 
 
 @dataclass(frozen=True)
@@ -45,6 +59,7 @@ class ReconOptions:
             the first slice index), so a file's result does not depend on the other files.
         png: also write a preview PNG of the middle slice per volume into ``out/png``.
         device: torch device of the computation.
+        backend: sampler implementation; one of :data:`BACKENDS`.
         batch_size: slices processed together (memory: one batch of k-space at a time).
     """
 
@@ -55,6 +70,7 @@ class ReconOptions:
     seed: int | None = None
     png: bool = False
     device: str = "cpu"
+    backend: str = "python"
     batch_size: int = 8
     model: str | None = None
     steps: int | None = None
@@ -122,6 +138,7 @@ def recon_size(f: FastMRIFile) -> tuple[int, int]:
 def load_sampler(options: ReconOptions):
     """The :class:`~kspace_ldm.sampling.cgs.KspaceLDMSampler` of ``options.model`` (None for
     zero-filled)."""
+    check_backend(options.backend)
     if options.sampler == "zero-filled":
         return None
     if not options.model:
@@ -233,6 +250,7 @@ def reconstruct(
 ) -> list[ReconReport]:
     """Reconstruct a fastMRI file or every ``*.h5`` in a folder (this rank's share under
     ``torchrun``); returns one report per file."""
+    check_backend(options.backend)
     files = shard_for_rank(list_h5_files(input_path))
     if options.device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one GPU per rank, as torchrun's LOCAL_RANK names it
