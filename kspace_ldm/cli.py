@@ -183,15 +183,16 @@ def inspect(file, png, slice_idx) -> None:
     "model_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=None,
-    help="LDM run directory (or its best/ or a checkpoint) for cgs / cgs-ref.",
+    help="LDM run directory (or its best/ or a checkpoint) for cgs / cgs-ref; with --backend "
+    "cpp an export directory (kldm export).",
 )
 @click.option(
     "--backend",
     type=click.Choice(["python", "cpp"]),
     default="python",
     show_default=True,
-    help="Sampler implementation (python: the reference implementation; cpp: the C++ sampler, "
-    "where the build has it).",
+    help="Sampler implementation: python (the reference implementation, --model RUN_DIR) or cpp "
+    "(kldm::Sampler on AOTInductor packages, --model EXPORT_DIR from kldm export).",
 )
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (cgs; 5).")
 @click.option(
@@ -305,7 +306,6 @@ def recon(
         seed=mask_seed,
         png=png,
         device=device,
-        backend=backend,
         batch_size=batch_size,
         model=None if model_dir is None else str(model_dir),
         steps=steps,
@@ -313,6 +313,7 @@ def recon(
         guidance=guidance,
         sampler_seed=seed,
         samples=samples,
+        backend=backend,
     )
     reports = reconstruct(input_path, out_dir, opts)
     if not reports:
@@ -625,16 +626,28 @@ def bench_train(configs, size, batch_size, steps, device, threads, overrides, js
     show_default=True,
     help="Seed of the generated held-out volumes (never the training data's seed, 0).",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="CPU threads of torch (0: torch's default). One thread is robust on a shared machine: "
+    "2 threads on 2 busy cores ran 4-15x slower (docs/benchmarks.md).",
+)
 @_handle_errors
-def demo(out_dir, acceleration, backend, samples, volumes, slices, seed) -> None:
+def demo(out_dir, acceleration, backend, samples, volumes, slices, seed, threads) -> None:
     """Reconstruct generated held-out scans with the bundled pretrained model.
 
     Synthetic volumes -> undersample -> zero-filled and cgs -> evaluate -> panel and table.
     """
     import os
 
+    import torch
+
     from kspace_ldm.demo import run_demo
 
+    if threads:
+        torch.set_num_threads(threads)
     setup = os.environ.get("KLDM_SETUP_SECONDS")  # set by scripts/demo.sh
     summary = run_demo(
         out_dir,

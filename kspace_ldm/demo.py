@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from kspace_ldm.data.fastmri import FastMRIFile, read_reconstruction
 from kspace_ldm.data.synth import synth_dataset
@@ -79,6 +80,7 @@ def run_demo(
         raise InputError(
             "--seed", f"seed {seed} generated the demo model's training data; use another seed"
         )
+    cgs_model = _model_for(backend, ldm_dir)
     seconds: dict[str, float] = {"verify_model": time.perf_counter() - t_start}
     out = Path(out_dir)
 
@@ -112,7 +114,7 @@ def run_demo(
             accelerations=(acceleration,),
             center_fractions=(cf,),
             backend=backend,
-            model=None if method == "zero-filled" else str(ldm_dir),
+            model=None if method == "zero-filled" else str(cgs_model),
             samples=samples,
         )
         t = time.perf_counter()
@@ -144,6 +146,7 @@ def run_demo(
         "center_fraction": cf,
         "effective_acceleration": effective,
         "mask": "random",
+        "torch_threads": torch.get_num_threads(),
         "sampler": {
             "name": "cgs",
             "backend": backend,
@@ -167,6 +170,19 @@ def run_demo(
     atomic_write_text(md_path, table + "\n")
     atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
     return DemoSummary(out, panel_path, md_path, json_path, table, doc)
+
+
+def _model_for(backend: str, ldm_dir: Path) -> Path:
+    """What ``--model`` is for ``backend``: the bundled LDM for python; for cpp an export of it
+    (``kldm export``), which the bundle does not ship yet."""
+    if backend == "python":
+        return ldm_dir
+    export = ldm_dir.parent / "export"
+    if not (export / "manifest.json").is_file():
+        raise InputError(
+            "--backend", f"{backend}: the bundled demo model has no C++ export (kldm export) yet"
+        )
+    return export
 
 
 def _zoom(image: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +27,13 @@ from kspace_ldm.physics.transforms import kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
 SAMPLERS = ("zero-filled", "cgs", "cgs-ref")
-# Sampler implementations: "python" (kspace_ldm.sampling, the reference implementation) and
-# "cpp" (the libkldm C++ sampler, not in this build yet). BACKENDS lists those this build has.
-BACKENDS = ("python",)
+# The sampler implementations this build has: "python" (kspace_ldm.sampling.cgs) always; "cpp"
+# (kldm::Sampler through kspace_ldm.sampling.cpp) once the C++ sampler is part of the build.
+BACKENDS = ("python", "cpp") if find_spec("kspace_ldm.sampling.cpp") else ("python",)
 
 
 def check_backend(backend: str) -> None:
-    """One-line :class:`InputError` unless ``backend`` is available in this build."""
+    """One-line :class:`InputError` unless ``backend`` is in :data:`BACKENDS`."""
     if backend in BACKENDS:
         return
     if backend == "cpp":
@@ -53,13 +54,15 @@ class ReconOptions:
         accelerations / center_fractions: as fastMRI's mask functions (one pair chosen per file).
         seed: mask seed. None -> per-file seed ``tuple(map(ord, file_name))`` (fastMRI's
             validation protocol); an int -> that seed for every file.
-        model: LDM run (or its ``best``) for the diffusion samplers.
+        model: LDM run (or its ``best``) for the diffusion samplers; an export directory
+            (``kldm export``) for ``backend="cpp"``.
+        backend: ``python`` (the reference implementation, eager PyTorch) or ``cpp``
+            (``kldm::Sampler`` on AOTInductor packages; same algorithm, defaults and seeds).
         steps / t0 / guidance / eta: sampler settings (:class:`SamplerOptions`; None = default).
         sampler_seed: seeds the sampler's generator, per file and batch (with the file name and
             the first slice index), so a file's result does not depend on the other files.
         png: also write a preview PNG of the middle slice per volume into ``out/png``.
         device: torch device of the computation.
-        backend: sampler implementation; one of :data:`BACKENDS`.
         batch_size: slices processed together (memory: one batch of k-space at a time).
     """
 
@@ -70,7 +73,6 @@ class ReconOptions:
     seed: int | None = None
     png: bool = False
     device: str = "cpu"
-    backend: str = "python"
     batch_size: int = 8
     model: str | None = None
     steps: int | None = None
@@ -79,6 +81,7 @@ class ReconOptions:
     eta: float = 0.0
     sampler_seed: int = 0
     samples: int = 1
+    backend: str = "python"
 
 
 @dataclass
@@ -138,7 +141,6 @@ def recon_size(f: FastMRIFile) -> tuple[int, int]:
 def load_sampler(options: ReconOptions):
     """The :class:`~kspace_ldm.sampling.cgs.KspaceLDMSampler` of ``options.model`` (None for
     zero-filled)."""
-    check_backend(options.backend)
     if options.sampler == "zero-filled":
         return None
     if not options.model:
