@@ -12,6 +12,7 @@ bundled demo model, :mod:`kspace_ldm.pretrained`) -> fastMRI-protocol evaluation
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,8 @@ def run_demo(
     setup_seconds: float | None = None,
     progress: bool = True,
 ) -> DemoSummary:
-    """Run the demo into ``out_dir`` and return what it wrote.
+    """Run the demo into ``out_dir`` and return what it wrote (its ``data`` and ``recon_*``
+    subfolders are replaced).
 
     Args:
         acceleration: nominal acceleration of the random mask; centre fraction from
@@ -83,6 +85,8 @@ def run_demo(
     cgs_model = _model_for(backend, ldm_dir)
     seconds: dict[str, float] = {"verify_model": time.perf_counter() - t_start}
     out = Path(out_dir)
+    for own in ("data", *(f"recon_{m}" for m in METHODS)):  # no stale volumes of an earlier run
+        shutil.rmtree(out / own, ignore_errors=True)
 
     t = time.perf_counter()
     written = synth_dataset(

@@ -153,8 +153,10 @@ def test_demo_end_to_end_cgs_beats_zero_filled(tmp_path):
 
 def test_demo_8x_cgs_beats_zero_filled(tmp_path):
     out = tmp_path / "demo8"
-    run("demo", "--out", out, "--accel", 8, "--volumes", 2, "--slices", 4)
+    run("demo", "--out", out, "--accel", 8, "--volumes", 3, "--slices", 1)
+    run("demo", "--out", out, "--accel", 8, "--volumes", 2, "--slices", 4)  # same folder again
     metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["per_volume"]["cgs"]) == 2  # no stale volume of the first run
     assert metrics["center_fraction"] == 0.04 and 6.0 < metrics["effective_acceleration"] < 11
     assert metrics["cgs"]["psnr"] > metrics["zero-filled"]["psnr"]
     assert metrics["cgs"]["ssim"] > metrics["zero-filled"]["ssim"]
