@@ -706,30 +706,73 @@ def bench_train(configs, size, batch_size, steps, device, threads, overrides, js
 )
 @click.option(
     "--accel",
-    "accels",
-    default="4,8",
+    "acceleration",
+    type=click.IntRange(min=2),
+    default=4,
     show_default=True,
-    help="Accelerations to run (centre fraction 0.08 at 4x, 0.04 at 8x).",
+    help="Acceleration of the random mask (centre fraction 0.08 at 4x, 0.04 at 8x).",
 )
-@click.option("--coils", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--volumes", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--slices", type=click.IntRange(min=1), default=4, show_default=True)
-@click.option("--seed", type=int, default=1000, show_default=True)
+@click.option(
+    "--backend",
+    type=click.Choice(["python", "cpp"]),
+    default="python",
+    show_default=True,
+    help="Sampler implementation of cgs (cpp: the C++ sampler, where the build has it).",
+)
+@click.option(
+    "--samples",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="cgs samples averaged per slice (posterior-mean estimate).",
+)
+@click.option("--volumes", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--slices", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Seed of the generated held-out volumes (never the training data's seed, 0).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="CPU threads of torch (0: torch's default). One thread is robust on a shared machine: "
+    "2 threads on 2 busy cores ran 4-15x slower (docs/benchmarks.md).",
+)
 @_handle_errors
-def demo(out_dir, accels, coils, volumes, slices, seed) -> None:
-    """Synthetic held-out volumes -> undersample -> reconstruct -> evaluate -> panel and table."""
+def demo(out_dir, acceleration, backend, samples, volumes, slices, seed, threads) -> None:
+    """Reconstruct generated held-out scans with the bundled pretrained model.
+
+    Synthetic volumes -> undersample -> zero-filled and cgs -> evaluate -> panel and table.
+    """
+    import os
+
+    import torch
+
     from kspace_ldm.demo import run_demo
 
+    if threads:
+        torch.set_num_threads(threads)
+    setup = os.environ.get("KLDM_SETUP_SECONDS")  # set by scripts/demo.sh
     summary = run_demo(
         out_dir,
-        accelerations=[int(a) for a in _floats(accels, "--accel")],
-        coils=coils,
+        acceleration=acceleration,
         volumes=volumes,
         slices=slices,
         seed=seed,
+        backend=backend,
+        samples=samples,
+        setup_seconds=float(setup) if setup else None,
     )
     click.echo(summary.table)
-    click.echo(f"panel:   {summary.panel}\nmetrics: {summary.markdown} and {summary.json}")
+    click.echo(
+        f"panel:   {summary.panel}\nmetrics: {summary.markdown} and {summary.json}\n"
+        f"time:    {summary.metrics['seconds']['total']:.1f} s"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,30 +1,40 @@
-"""``kldm demo``: the whole reconstruction path on generated data, end to end.
+"""``kldm demo``: the product end to end on the bundled pretrained model.
 
-Synthetic held-out volumes (fastMRI format) -> undersampling with fastMRI random masks at each
-acceleration (centre fraction 0.08 at 4x, 0.04 at 8x, per-file seeds) -> reconstruction ->
-fastMRI-protocol evaluation -> a PNG panel (target, reconstructions, error maps) and a metrics table
-(Markdown and JSON). The reconstruction is zero-filled until the diffusion models are bundled.
+Held-out synthetic volumes (fastMRI format, generated with a seed the training data never used)
+-> undersampling with a fastMRI random mask (centre fraction 0.08 at 4x, 0.04 at 8x, seeded per
+file) -> zero-filled and ``cgs`` reconstruction (:func:`kspace_ldm.recon.reconstruct` on the
+bundled demo model, :mod:`kspace_ldm.pretrained`) -> fastMRI-protocol evaluation -> a PNG panel
+(target, zero-filled, cgs, error maps), a Markdown metrics table and ``metrics.json``::
+
+    {"zero-filled": {"nmse", "psnr", "ssim"}, "cgs": {...}, "seconds": {...}, ...}
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from kspace_ldm.data.fastmri import FastMRIFile, read_reconstruction
 from kspace_ldm.data.synth import synth_dataset
+from kspace_ldm.errors import InputError
 from kspace_ldm.evaluate import evaluate_folders
 from kspace_ldm.io import atomic_write_text
-from kspace_ldm.recon import ReconOptions, reconstruct
+from kspace_ldm.pretrained import demo_model
+from kspace_ldm.recon import ReconOptions, check_backend, reconstruct, volume_mask
 from kspace_ldm.viz import panel, save_png
 
 # fastMRI's pairing of acceleration and centre fraction (paper protocol).
 CENTER_FRACTION = {4: 0.08, 8: 0.04}
-METHODS = ("zero-filled",)
+METHODS = ("zero-filled", "cgs")
+METRICS = ("nmse", "psnr", "ssim")
+DEFAULT_SEED = 1000
+_PANEL_CELL = 192  # displayed pixels per image side (small images are enlarged, nearest)
 
 
 @dataclass
@@ -41,115 +51,206 @@ class DemoSummary:
 
 def run_demo(
     out_dir: str | Path,
-    accelerations: list[int] | tuple[int, ...] = (4, 8),
-    coils: int = 1,
-    volumes: int = 2,
-    slices: int = 4,
-    seed: int = 1000,
-    shape: tuple[int, int] = (640, 368),
+    acceleration: int = 4,
+    volumes: int = 4,
+    slices: int = 8,
+    seed: int = DEFAULT_SEED,
+    backend: str = "python",
+    samples: int = 1,
+    setup_seconds: float | None = None,
     progress: bool = True,
 ) -> DemoSummary:
-    """Run the demo into ``out_dir`` and return what it wrote.
+    """Run the demo into ``out_dir`` and return what it wrote (its ``data`` and ``recon_*``
+    subfolders are replaced).
 
     Args:
-        accelerations: nominal accelerations; centre fraction from :data:`CENTER_FRACTION`
-            (0.08 for others).
-        coils: 1 for single-coil volumes, more for multi-coil (RSS targets).
-        volumes, slices, shape: size of the generated held-out set.
-        seed: data seed (the demo's test split is never used for anything else).
+        acceleration: nominal acceleration of the random mask; centre fraction from
+            :data:`CENTER_FRACTION` (0.08 for other values).
+        volumes, slices: size of the generated held-out set (single-coil, the k-space size and
+            recon size of the bundled model's training data).
+        seed: data seed; must differ from the seed of the model's training data.
+        backend: sampler implementation (:data:`kspace_ldm.recon.BACKENDS`).
+        samples: ``cgs`` samples averaged per slice (default sampler settings otherwise).
+        setup_seconds: recorded in ``metrics.json`` when given (``scripts/demo.sh`` passes the
+            time it spent setting up the environment).
     """
+    t_start = time.perf_counter()
+    check_backend(backend)
+    ldm_dir, manifest = demo_model()
+    data = manifest["data"]
+    if int(seed) == int(data["seed"]):
+        raise InputError(
+            "--seed", f"seed {seed} generated the demo model's training data; use another seed"
+        )
+    cgs_model = _model_for(backend, ldm_dir)
+    seconds: dict[str, float] = {"verify_model": time.perf_counter() - t_start}
     out = Path(out_dir)
-    t0 = time.perf_counter()
+    for own in ("data", *(f"recon_{m}" for m in METHODS)):  # no stale volumes of an earlier run
+        shutil.rmtree(out / own, ignore_errors=True)
+
+    t = time.perf_counter()
     written = synth_dataset(
         out / "data",
         0,
         0,
         volumes,
-        coils=coils,
-        shape=shape,
+        coils=int(data["coils"]),
+        shape=tuple(data["shape"]),
+        recon_size=int(data["recon_size"]),
         slices=slices,
         seed=seed,
         progress=progress,
     )
-    test_files = next(paths for split, paths in written.items() if split.endswith("test"))
+    test_files = written["test"]
     target_dir = test_files[0].parent
-    seconds: dict[str, float] = {"synthesise": time.perf_counter() - t0}
+    seconds["synthesise"] = time.perf_counter() - t
 
-    metrics: dict = {
+    cf = CENTER_FRACTION.get(int(acceleration), 0.08)
+    metrics: dict = {}
+    per_volume: dict[str, dict] = {}
+    recon_dirs: dict[str, Path] = {}
+    effective = float("nan")
+    for method in METHODS:
+        rdir = out / f"recon_{method}"
+        opts = ReconOptions(
+            sampler=method,
+            mask_type="random",
+            accelerations=(acceleration,),
+            center_fractions=(cf,),
+            backend=backend,
+            model=None if method == "zero-filled" else str(cgs_model),
+            samples=samples,
+        )
+        t = time.perf_counter()
+        reports = reconstruct(target_dir, rdir, opts, progress=progress)
+        seconds[method] = time.perf_counter() - t
+        seconds[f"{method}_per_slice"] = seconds[method] / sum(r.slices for r in reports)
+        effective = float(np.mean([r.effective_acceleration for r in reports]))
+        t = time.perf_counter()
+        result = evaluate_folders(rdir, target_dir)
+        seconds["evaluate"] = seconds.get("evaluate", 0.0) + time.perf_counter() - t
+        summ = result.summary()
+        metrics[method] = {k: summ[k].mean for k in METRICS}
+        per_volume[method] = {
+            r.file: {k: getattr(r, k) for k in (*METRICS, "acquisition")} for r in result.rows
+        }
+        recon_dirs[method] = rdir
+
+    t = time.perf_counter()
+    panel_path = _write_panel(out / "panel.png", test_files, recon_dirs, per_volume, opts)
+    seconds["panel"] = time.perf_counter() - t
+    seconds["total"] = time.perf_counter() - t_start
+    if setup_seconds is not None:
+        seconds["setup"] = float(setup_seconds)
+
+    doc = {
+        **metrics,
+        "seconds": seconds,
+        "acceleration": acceleration,
+        "center_fraction": cf,
+        "effective_acceleration": effective,
+        "mask": "random",
+        "torch_threads": torch.get_num_threads(),
+        "sampler": {
+            "name": "cgs",
+            "backend": backend,
+            "samples": samples,
+            "settings": "cgs defaults (5 DDIM steps from t0 150, guidance 0, seed 0)",
+        },
+        "model": {"bundle": manifest.get("name", "demo"), "path": str(ldm_dir.parent)},
         "data": {
             "volumes": volumes,
             "slices": slices,
-            "coils": coils,
-            "shape": list(shape),
+            "coils": int(data["coils"]),
+            "shape": list(data["shape"]),
+            "recon_size": int(data["recon_size"]),
             "seed": seed,
+            "files": [p.name for p in test_files],
         },
-        "accelerations": {},
-        "seconds": seconds,
+        "per_volume": per_volume,
     }
-    recon_dirs: dict[tuple[str, int], Path] = {}
-    for acc in accelerations:
-        cf = CENTER_FRACTION.get(acc, 0.08)
-        per_method = {}
-        for method in METHODS:
-            rdir = out / f"recon_{method}_{acc}x"
-            opts = ReconOptions(
-                sampler=method, mask_type="random", accelerations=(acc,), center_fractions=(cf,)
-            )
-            t = time.perf_counter()
-            reports = reconstruct(target_dir, rdir, opts, progress=progress)
-            n_slices = sum(r.slices for r in reports)
-            seconds[f"{method}_{acc}x_per_slice"] = (time.perf_counter() - t) / n_slices
-            result = evaluate_folders(rdir, target_dir)
-            summ = result.summary()
-            per_method[method] = {k: summ[k].mean for k in ("nmse", "psnr", "ssim")} | {
-                "effective_acceleration": float(
-                    np.mean([r.effective_acceleration for r in reports])
-                )
-            }
-            recon_dirs[(method, acc)] = rdir
-        metrics["accelerations"][str(acc)] = {"center_fraction": cf, **per_method}
-
-    # Panel: middle slice of the first volume.
-    first = test_files[0]
-    with FastMRIFile(first) as f:
-        target = f.read_volume_target()
-    mid = target.shape[0] // 2
-    tgt = target[mid]
-    vmax = float(target.max())
-    top, bottom, top_lab, bot_lab = [tgt], [np.zeros_like(tgt)], ["target"], [""]
-    for (method, acc), rdir in recon_dirs.items():
-        rec = read_reconstruction(rdir / first.name)[mid]
-        top.append(rec)
-        top_lab.append(f"{method} {acc}x")
-        bottom.append(np.abs(rec - tgt))
-        bot_lab.append(f"|error| x5 {acc}x")
-    # Error maps are shown five times brighter (vmax / 5), as is usual for MRI error maps.
-    fig = panel(
-        [top, bottom],
-        [top_lab, bot_lab],
-        vmax=[[vmax] * len(top), [vmax] + [vmax / 5] * (len(bottom) - 1)],
-    )
-    panel_path = save_png(fig, out / "panel.png")
-
-    seconds["total"] = time.perf_counter() - t0
-    table = format_table(metrics)
+    table = format_table(doc)
     md_path, json_path = out / "metrics.md", out / "metrics.json"
     atomic_write_text(md_path, table + "\n")
-    atomic_write_text(json_path, json.dumps(metrics, indent=2) + "\n")
-    return DemoSummary(out, panel_path, md_path, json_path, table, metrics)
+    atomic_write_text(json_path, json.dumps(doc, indent=2) + "\n")
+    return DemoSummary(out, panel_path, md_path, json_path, table, doc)
+
+
+def _model_for(backend: str, ldm_dir: Path) -> Path:
+    """What ``--model`` is for ``backend``: the bundled LDM for python; for cpp an export of it
+    (``kldm export``), which the bundle does not ship yet."""
+    if backend == "python":
+        return ldm_dir
+    export = ldm_dir.parent / "export"
+    if not (export / "manifest.json").is_file():
+        raise InputError(
+            "--backend", f"{backend}: the bundled demo model has no C++ export (kldm export) yet"
+        )
+    return export
+
+
+def _zoom(image: np.ndarray) -> np.ndarray:
+    """Enlarge a small ``[H, W]`` image by an integer factor (nearest) for display."""
+    k = max(1, _PANEL_CELL // max(image.shape))
+    return np.kron(image, np.ones((k, k), dtype=image.dtype))
+
+
+def _write_panel(
+    path: Path,
+    files: list[Path],
+    recon_dirs: dict[str, Path],
+    per_volume: dict[str, dict],
+    options: ReconOptions,
+) -> Path:
+    """Middle slice of up to two volumes (one per acquisition when both occur): target and each
+    method (labels: the volume's PSNR and SSIM), with the volume's sampling mask and the
+    ``|error|`` maps, shown five times brighter, below."""
+    acceleration = options.accelerations[0]
+    by_acq: dict[str, Path] = {}
+    for f in files:
+        by_acq.setdefault(per_volume[METHODS[0]][f.name]["acquisition"] or "", f)
+    chosen = list(by_acq.values())[:2]
+    if len(chosen) < 2:
+        chosen = files[:2]
+    rows, labels, vmaxes = [], [], []
+    for f in chosen:
+        with FastMRIFile(f) as fh:
+            target = fh.read_volume_target()
+            mask, _ = volume_mask(fh, options)  # [W]: the lines every method was given
+        mid = target.shape[0] // 2
+        tgt, vmax = target[mid], float(target.max())
+        mask_image = np.broadcast_to(mask.astype(np.float32), (mask.size, mask.size))
+        top, bottom = [_zoom(tgt)], [_zoom(mask_image)]
+        top_lab, bot_lab = [f"target {f.stem}"], [f"mask ({mask.size / mask.sum():.2f}x)"]
+        for method, rdir in recon_dirs.items():
+            rec = read_reconstruction(rdir / f.name)[mid]
+            m = per_volume[method][f.name]
+            top.append(_zoom(rec))
+            top_lab.append(f"{method} {acceleration}x: {m['psnr']:.1f} dB")
+            bottom.append(_zoom(np.abs(rec - tgt)))
+            bot_lab.append(f"|error| x5, SSIM {m['ssim']:.3f}")
+        rows += [top, bottom]
+        labels += [top_lab, bot_lab]
+        vmaxes += [[vmax] * len(top), [1.0] + [vmax / 5] * (len(bottom) - 1)]
+    return save_png(panel(rows, labels, vmax=vmaxes), path)
 
 
 def format_table(metrics: dict) -> str:
-    """Markdown table: one row per (acceleration, method), fastMRI metrics averaged per volume."""
+    """Markdown table of the demo: one row per method, fastMRI metrics averaged per volume."""
+    d, sec = metrics["data"], metrics["seconds"]
     lines = [
-        "| acceleration | centre fraction | effective R | method | NMSE | PSNR (dB) | SSIM |",
-        "|---|---|---|---|---|---|---|",
+        f"{d['volumes']} held-out synthetic single-coil volumes x {d['slices']} slices "
+        f"(seed {d['seed']}), {metrics['acceleration']}x random mask (centre fraction "
+        f"{metrics['center_fraction']}, effective R {metrics['effective_acceleration']:.2f}), "
+        f"bundled demo model, backend {metrics['sampler']['backend']}",
+        "",
+        "| method | NMSE | PSNR (dB) | SSIM | s/slice |",
+        "|---|---|---|---|---|",
     ]
-    for acc, entry in metrics["accelerations"].items():
-        for method in METHODS:
-            m = entry[method]
-            lines.append(
-                f"| {acc}x | {entry['center_fraction']} | {m['effective_acceleration']:.2f} | "
-                f"{method} | {m['nmse']:.4f} | {m['psnr']:.2f} | {m['ssim']:.4f} |"
-            )
+    for method in METHODS:
+        m = metrics[method]
+        lines.append(
+            f"| {method} | {m['nmse']:.4f} | {m['psnr']:.2f} | {m['ssim']:.4f} | "
+            f"{sec[f'{method}_per_slice']:.3f} |"
+        )
     return "\n".join(lines)

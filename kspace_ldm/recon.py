@@ -13,6 +13,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,20 @@ from kspace_ldm.physics.transforms import kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
 SAMPLERS = ("zero-filled", "cgs", "cgs-ref")
+# The sampler implementations this build has: "python" (kspace_ldm.sampling.cgs) always; "cpp"
+# (kldm::Sampler through kspace_ldm.sampling.cpp) once the C++ sampler is part of the build.
+BACKENDS = ("python", "cpp") if find_spec("kspace_ldm.sampling.cpp") else ("python",)
+
+
+def check_backend(backend: str) -> None:
+    """One-line :class:`InputError` unless ``backend`` is in :data:`BACKENDS`."""
+    if backend in BACKENDS:
+        return
+    if backend == "cpp":
+        raise InputError(
+            "--backend", "cpp is not available in this build (the C++ sampler has not landed yet)"
+        )
+    raise InputError("--backend", f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
 
 
 @dataclass(frozen=True)
@@ -252,6 +267,7 @@ def reconstruct(
 ) -> list[ReconReport]:
     """Reconstruct a fastMRI file or every ``*.h5`` in a folder (this rank's share under
     ``torchrun``); returns one report per file."""
+    check_backend(options.backend)
     files = shard_for_rank(list_h5_files(input_path))
     if options.device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one GPU per rank, as torchrun's LOCAL_RANK names it

@@ -125,11 +125,15 @@ def load_ldm(path: str | Path, device: str = "cpu", use_ema: bool = True) -> Lat
     """Load a trained LDM from a run directory (its ``best``), ``best`` or a checkpoint directory.
 
     Reads ``model.safetensors`` / ``ema.safetensors``, ``config.yaml`` and ``ldm.json`` (scale
-    factor, first stage, normalisation ratios), all stored by the LDM trainer.
+    factor, first stage, normalisation ratios), all stored by the LDM trainer. A relative
+    ``first_stage`` in ``ldm.json`` is resolved against the folder holding ``ldm.json`` (bundles
+    name theirs ``../first_stage``), not against the working directory. A model inside a
+    bundle (:mod:`kspace_ldm.pretrained`) is checked against the bundle's sha256 manifest first.
     """
     from safetensors.torch import load_file
 
     from ..config import load_config
+    from ..pretrained import verify_if_bundled
 
     path = Path(path)
     if (path / "best" / LDM_META).is_file():
@@ -137,6 +141,7 @@ def load_ldm(path: str | Path, device: str = "cpu", use_ema: bool = True) -> Lat
     meta_file = path / LDM_META
     if not meta_file.is_file():
         raise InputError(path, f"not an LDM run, best or checkpoint directory (no {LDM_META})")
+    verify_if_bundled(path)
     meta = json.loads(meta_file.read_text())
     cfg_path = path / "config.yaml"
     if not cfg_path.is_file():

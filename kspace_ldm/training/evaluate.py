@@ -24,8 +24,12 @@ __all__ = ["evaluate_first_stage", "load_first_stage"]
 
 def load_first_stage(model_dir: str | Path, device: str = "cpu"):
     """Load ``(model, normalizer, config)`` from a ``best`` or checkpoint directory (its
-    ``config.yaml`` or the run's, one level up)."""
+    ``config.yaml`` or the run's, one level up). A first stage inside a bundle
+    (:mod:`kspace_ldm.pretrained`) is checked against the bundle's sha256 manifest first."""
+    from ..pretrained import verify_if_bundled
+
     model_dir = Path(model_dir)
+    verify_if_bundled(model_dir)
     for cfg_path in (model_dir / "config.yaml", model_dir.parent.parent / "config.yaml"):
         if cfg_path.is_file():
             break
