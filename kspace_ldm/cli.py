@@ -717,7 +717,8 @@ def bench_train(configs, size, batch_size, steps, device, threads, overrides, js
     type=click.Choice(["python", "cpp"]),
     default="python",
     show_default=True,
-    help="Sampler implementation of cgs (cpp: the C++ sampler, where the build has it).",
+    help="Sampler implementation of cgs (cpp: the C++ sampler; the bundled model is exported "
+    "for it on first use, ~1-2 min, into ~/.cache/kspace-ldm or $KLDM_CACHE).",
 )
 @click.option(
     "--samples",

@@ -82,7 +82,7 @@ def run_demo(
         raise InputError(
             "--seed", f"seed {seed} generated the demo model's training data; use another seed"
         )
-    cgs_model = _model_for(backend, ldm_dir)
+    cgs_model = _model_for(backend, ldm_dir, tuple(data["shape"]), progress)
     seconds: dict[str, float] = {"verify_model": time.perf_counter() - t_start}
     out = Path(out_dir)
     for own in ("data", *(f"recon_{m}" for m in METHODS)):  # no stale volumes of an earlier run
@@ -176,16 +176,33 @@ def run_demo(
     return DemoSummary(out, panel_path, md_path, json_path, table, doc)
 
 
-def _model_for(backend: str, ldm_dir: Path) -> Path:
-    """What ``--model`` is for ``backend``: the bundled LDM for python; for cpp an export of it
-    (``kldm export``), which the bundle does not ship yet."""
+def _model_for(backend: str, ldm_dir: Path, size: tuple[int, int], progress: bool) -> Path:
+    """What ``--model`` is for ``backend``: the bundled LDM for python; for cpp its export
+    (``kldm export``), made on first use into the user cache and reused while the bundle, the
+    torch version and the size stay the same. AOTInductor packages are compiled for one torch
+    version and one machine's instruction set, so the wheel ships the weights, not packages."""
     if backend == "python":
         return ldm_dir
-    export = ldm_dir.parent / "export"
-    if not (export / "manifest.json").is_file():
-        raise InputError(
-            "--backend", f"{backend}: the bundled demo model has no C++ export (kldm export) yet"
-        )
+    import hashlib
+    import os
+
+    import torch
+
+    from kspace_ldm.export import export_run, load_manifest
+
+    bundle = hashlib.sha256((ldm_dir.parent / "manifest.json").read_bytes()).hexdigest()[:12]
+    key = f"demo-{bundle}-torch{torch.__version__.split('+')[0]}-{size[0]}x{size[1]}"
+    cache = Path(os.environ.get("KLDM_CACHE", Path.home() / ".cache" / "kspace-ldm"))
+    export = cache / "exports" / key
+    if (export / "manifest.json").is_file():
+        try:
+            load_manifest(export)
+            return export
+        except InputError:
+            pass  # stale or damaged: export again
+    log = print if progress else (lambda *_: None)
+    log(f"exporting the bundled model for the C++ sampler (once) into {export} ...")
+    export_run(ldm_dir, export, "cpu", size, log=log)
     return export
 
 

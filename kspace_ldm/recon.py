@@ -13,7 +13,6 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -27,20 +26,17 @@ from kspace_ldm.physics.transforms import kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
 SAMPLERS = ("zero-filled", "cgs", "cgs-ref")
-# The sampler implementations this build has: "python" (kspace_ldm.sampling.cgs) always; "cpp"
-# (kldm::Sampler through kspace_ldm.sampling.cpp) once the C++ sampler is part of the build.
-BACKENDS = ("python", "cpp") if find_spec("kspace_ldm.sampling.cpp") else ("python",)
+# The sampler implementations: "python" (kspace_ldm.sampling.cgs, eager PyTorch on an LDM run) and
+# "cpp" (kldm::Sampler through kspace_ldm.sampling.cpp, on an export directory).
+BACKENDS = ("python", "cpp")
 
 
 def check_backend(backend: str) -> None:
     """One-line :class:`InputError` unless ``backend`` is in :data:`BACKENDS`."""
-    if backend in BACKENDS:
-        return
-    if backend == "cpp":
+    if backend not in BACKENDS:
         raise InputError(
-            "--backend", "cpp is not available in this build (the C++ sampler has not landed yet)"
+            "--backend", f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})"
         )
-    raise InputError("--backend", f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,12 @@ KLDM_WITH_CUDA=ON KLDM_CUDA_ARCHITECTURES="${KLDM_CUDA_ARCHITECTURES:-$arch}" \
   -C build-dir="$repo/build/gpu" "$repo"
 export PYTHONPATH=/tmp/kldm-pkg:$PYTHONPATH
 echo "build done at $((SECONDS - t0)) s"
+# libkldm must link the shared C++ runtime (a static one crashed every exception on a GPU image)
+lib=/tmp/kldm-pkg/kspace_ldm/lib/libkldm.so
+ldd "$lib" | grep -E "stdc|gcc_s|gomp|cudart" || true
+if nm -D --defined-only "$lib" | grep -q " __cxa_"; then
+  echo "ERROR: $lib defines __cxa_* (static libstdc++): see CMakeLists.txt"; env | grep -iE "FLAGS|^CC=|^CXX=" || true
+fi
 
 # Run from outside the checkout so `kspace_ldm` is the built package, not the source folder.
 cd /tmp

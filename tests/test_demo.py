@@ -162,16 +162,26 @@ def test_demo_8x_cgs_beats_zero_filled(tmp_path):
     assert metrics["cgs"]["ssim"] > metrics["zero-filled"]["ssim"]
 
 
-@pytest.mark.parametrize("command", ["demo", "recon"])
-def test_cpp_backend_is_one_line_error(tmp_path, command):
-    out = tmp_path / "out"
-    if command == "demo":
-        res = run("demo", "--out", out, "--backend", "cpp", ok=False)
-    else:
-        res = run("recon", tmp_path, "--out", out, "--backend", "cpp", ok=False)
-    assert res.exit_code == 2
-    assert "not available in this build" in res.output and res.output.count("\n") == 1
-    assert not out.exists()
+def test_demo_cpp_backend_matches_python(tmp_path, monkeypatch):
+    """--backend cpp exports the bundle once into the cache (KLDM_CACHE), reuses it, and gives the
+    Python backend's metrics."""
+    monkeypatch.setenv("KLDM_CACHE", str(tmp_path / "cache"))
+    res = {}
+    for backend in ("python", "cpp", "cpp"):
+        out = tmp_path / backend
+        r = run("demo", "--out", out, "--backend", backend, "--volumes", 1, "--slices", 2)
+        res[backend] = json.loads((out / "metrics.json").read_text())
+        if backend == "cpp":
+            assert res[backend]["sampler"]["backend"] == "cpp"
+    assert "exporting the bundled model" not in r.output  # second cpp run: cached export
+    assert len(list((tmp_path / "cache" / "exports").iterdir())) == 1
+    for k in ("psnr", "ssim", "nmse"):
+        assert res["cpp"]["cgs"][k] == pytest.approx(res["python"]["cgs"][k], rel=1e-4)
+
+
+def test_unknown_backend_is_one_line_error(tmp_path):
+    res = run("recon", tmp_path, "--out", tmp_path / "o", "--backend", "rust", ok=False)
+    assert res.exit_code == 2 and "rust" in res.output and "Traceback" not in res.output
 
 
 def test_demo_refuses_the_training_seed(tmp_path):
