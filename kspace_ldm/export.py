@@ -30,7 +30,6 @@ first: ``torch.export`` cannot trace ``torch.autograd.grad`` inside a module's f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -43,7 +42,7 @@ import torch
 
 from . import __version__
 from .errors import InputError
-from .io import atomic_write_text
+from .io import atomic_write_text, sha256_file
 from .physics.transforms import pad_to_multiple, unpad
 
 __all__ = [
@@ -103,14 +102,6 @@ class _Denoiser(torch.nn.Module):
     def forward(self, z, t):
         zp, info = pad_to_multiple(z, self.multiple, self.multiple)
         return unpad(self.unet(zp, t).sample, info)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _spec(t: torch.Tensor, name: str, dynamic_batch: bool) -> dict:

@@ -18,14 +18,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_sampler
 
-from kspace_ldm.config import LDMConfig
 from kspace_ldm.errors import InputError
 from kspace_ldm.export import EXPORT_RTOL, PACKAGES, export_sampler, load_manifest
-from kspace_ldm.models import KspaceAutoencoderKL, KspaceNormalizer
-from kspace_ldm.models.ldm import LatentDiffusion, build_noise_scheduler, build_unet
 from kspace_ldm.ops import build_info
-from kspace_ldm.sampling.cgs import KspaceLDMSampler, SamplerOptions
+from kspace_ldm.sampling.cgs import SamplerOptions
 from kspace_ldm.sampling.cpp import CppSampler
 
 # Python vs C++ sampler on the same packages' source networks (issue 6: < 1e-4). Measured worst
@@ -36,36 +34,7 @@ H, W = 24, 19  # odd width: the first stage pads to 24x20 and unpads
 
 
 def tiny(coils: int, mode: str, weighting: str, sample_posterior: bool, seed: int):
-    torch.manual_seed(seed)
-    ae = KspaceAutoencoderKL(
-        in_channels=2 * coils,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        mid_block_attention=False,
-        sample_posterior=sample_posterior,
-    ).eval()
-    cfg = LDMConfig(
-        block_out_channels=[8, 16],
-        down_block_types=["DownBlock2D", "AttnDownBlock2D"],
-        up_block_types=["AttnUpBlock2D", "UpBlock2D"],
-        layers_per_block=1,
-        norm_num_groups=4,
-    )
-    k = 2 * coils if mode == "standardize" else 1
-    ldm = LatentDiffusion(
-        unet=build_unet(cfg, 4).eval(),
-        scheduler_config=dict(build_noise_scheduler(cfg).config),
-        scale_factor=0.8,
-        first_stage="",
-        norm_ratio={"scale": [3.0] * k, "shift": [0.01] * k if mode == "standardize" else None},
-        used_ema=False,
-    )
-    for p in (*ae.parameters(), *ldm.unet.parameters()):
-        p.requires_grad_(False)
-    norm = KspaceNormalizer(mode, weighting=weighting, log_c=0.05)
-    return KspaceLDMSampler(ldm, ae, norm)
+    return tiny_sampler(coils, seed, mode, weighting, sample_posterior, shift=0.01)
 
 
 def phantom(batch: int, coils: int, seed: int = 0) -> torch.Tensor:

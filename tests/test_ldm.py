@@ -11,18 +11,17 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny_models import tiny_sampler
 
 from kspace_ldm.cli import main
-from kspace_ldm.config import LDMConfig
 from kspace_ldm.data.fastmri import FastMRIFile, read_reconstruction
 from kspace_ldm.data.masks import create_mask
 from kspace_ldm.errors import InputError
 from kspace_ldm.latents import acs_rms, estimate_norm_stats, normalize_with
-from kspace_ldm.models import KspaceAutoencoderKL, KspaceNormalizer, NormStats
-from kspace_ldm.models.ldm import LatentDiffusion, build_noise_scheduler, build_unet
+from kspace_ldm.models import KspaceNormalizer, NormStats
 from kspace_ldm.physics.fft import fft2c
 from kspace_ldm.physics.transforms import kspace_to_image
-from kspace_ldm.sampling.cgs import KspaceLDMSampler, SamplerOptions
+from kspace_ldm.sampling.cgs import SamplerOptions
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -32,38 +31,6 @@ def run(*args, ok: bool = True):
     if ok:
         assert result.exit_code == 0, result.output + repr(result.exception)
     return result
-
-
-def tiny_sampler(coils: int = 1, seed: int = 0) -> KspaceLDMSampler:
-    """Untrained tiny first stage (f = 2) + tiny UNet: the sampler's mechanics, not its quality."""
-    torch.manual_seed(seed)
-    ae = KspaceAutoencoderKL(
-        in_channels=2 * coils,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=4,
-        mid_block_attention=False,
-        sample_posterior=False,
-    ).eval()
-    cfg = LDMConfig(
-        block_out_channels=[8, 16],
-        down_block_types=["DownBlock2D", "AttnDownBlock2D"],
-        up_block_types=["AttnUpBlock2D", "UpBlock2D"],
-        layers_per_block=1,
-        norm_num_groups=4,
-    )
-    ldm = LatentDiffusion(
-        unet=build_unet(cfg, 4).eval(),
-        scheduler_config=dict(build_noise_scheduler(cfg).config),
-        scale_factor=0.8,
-        first_stage="",
-        norm_ratio={"scale": [3.0] * (2 * coils), "shift": [0.0] * (2 * coils)},
-        used_ema=False,
-    )
-    for p in (*ae.parameters(), *ldm.unet.parameters()):
-        p.requires_grad_(False)
-    return KspaceLDMSampler(ldm, ae, KspaceNormalizer("standardize"))
 
 
 def phantom_kspace(batch: int, coils: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

@@ -36,7 +36,8 @@ LEADING = [(), (3,), (2, 3), (2, 1, 2)]
 # ATen FFT on differently arranged (modulated vs rolled) inputs, and the odd-size phases are rounded
 # once to the data type. Measured worst case over SIZES x LEADING x {fft2c, ifft2c} on CPU:
 # complex64 2.7e-7, complex128 1.5e-15 (three seeds).
-RTOL = {torch.complex64: 1e-6, torch.complex128: 1e-14}
+# On the GPU image's CPU FFT (torch 2.11) complex128 reached 1.16e-14 (640x372), hence 2e-14.
+RTOL = {torch.complex64: 1e-6, torch.complex128: 2e-14}
 
 OPS = [(ops.fft2c, ref.fft2c), (ops.ifft2c, ref.ifft2c)]
 

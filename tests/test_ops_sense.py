@@ -104,7 +104,7 @@ def test_non_contiguous_inputs(device):
     maps = _randn((B, C, W, H), torch.complex64, gen, device).transpose(-1, -2)
     image = _randn((B, 2, H, W), torch.complex64, gen, device)[:, 1:]
     kspace = _randn((C, B, H, 2 * W), torch.complex64, gen, device).transpose(0, 1)[..., ::2]
-    mask = (torch.rand(2 * W, generator=gen) > 0.5)[::2].to(device)
+    mask = (torch.rand(2 * W, generator=gen) > 0.5).to(device)[::2]  # strided on the device
     for t in (maps, image, kspace, mask):
         assert not t.is_contiguous()
     for m in (mask, None):

@@ -17,7 +17,6 @@ loaded (:func:`verify_if_bundled`, called by :func:`kspace_ldm.models.ldm.load_l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, sha256_file
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -45,15 +44,6 @@ _ROOT = Path(__file__).resolve().parent
 # What sampling needs: the LDM's EMA weights (load_ldm prefers them), never the raw weights.
 _FIRST_STAGE_FILES = ("config.yaml", "model.safetensors", "metrics.json")
 _LDM_FILES = ("config.yaml", "ema.safetensors", "ldm.json", "metrics.json")
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def bundle_dir(name: str = "demo") -> Path:
