@@ -91,6 +91,7 @@ def info(as_json: bool) -> None:
         f"library           {b['library']}",
         f"CMake package     {b['cmake_config']}",
         f"CMAKE_PREFIX_PATH {b['cmake_prefix_path']}",
+        f"kldm-recon        {b['recon_tool'] or 'not built (no HDF5 C library at build time)'}",
         f"ops               {', '.join(b['ops'])}",
     ]
     click.echo("\n".join(lines))

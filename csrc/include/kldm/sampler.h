@@ -63,6 +63,8 @@ struct ExportInfo {
   int64_t num_train_timesteps = 0;
 };
 
+// One Sampler serves one thread at a time (its packages hold one runner each, and the timers are
+// plain counters); give each thread its own Sampler.
 class Sampler {
  public:
   // Loads `export_dir`; `device` must be the device the packages were exported for (CUDA: any
