@@ -31,8 +31,7 @@ void check_masked_kspace_args(const char* op, const at::Tensor& pred, const at::
                     " dims, got shape ", pred.sizes());
   TORCH_CHECK_VALUE(measured.sizes() == pred.sizes(), op, ": measured shape ", measured.sizes(),
                     " does not match pred shape ", pred.sizes());
-  TORCH_CHECK_TYPE(!mask.is_complex(), op, ": mask must be bool or real, got ",
-                   mask.scalar_type());
+  TORCH_CHECK_TYPE(!mask.is_complex(), op, ": mask must be bool or real, got ", mask.scalar_type());
   TORCH_CHECK_VALUE(mask.dim() >= 1 && mask.dim() <= pred.dim(), op, ": mask must have 1 to ",
                     pred.dim(), " dims, got shape ", mask.sizes());
   const auto ps = pred.sizes();
@@ -41,11 +40,11 @@ void check_masked_kspace_args(const char* op, const at::Tensor& pred, const at::
     const int64_t m = ms[mask.dim() - i];
     const int64_t p = ps[pred.dim() - i];
     TORCH_CHECK_VALUE(m == p || m == 1, op, ": mask shape ", ms,
-                      " does not broadcast to k-space shape ", ps, " (dim -", i, ": ", m, " vs ",
-                      p, ")");
+                      " does not broadcast to k-space shape ", ps, " (dim -", i, ": ", m, " vs ", p,
+                      ")");
   }
-  TORCH_CHECK_VALUE(measured.device() == pred.device(), op, ": measured is on ",
-                    measured.device(), " but pred is on ", pred.device());
+  TORCH_CHECK_VALUE(measured.device() == pred.device(), op, ": measured is on ", measured.device(),
+                    " but pred is on ", pred.device());
   TORCH_CHECK_VALUE(mask.device() == pred.device(), op, ": mask is on ", mask.device(),
                     " but pred is on ", pred.device());
 }
@@ -157,8 +156,7 @@ at::Tensor dc_project_cpu(const at::Tensor& pred_in, const at::Tensor& measured_
     if (mask.scalar_type() == at::kBool && weight == 1.0) {
       dc_replace_cpu_loop<T>(p, q, mask.const_data_ptr<bool>(), y, L);
     } else if (mask.scalar_type() == at::kBool) {
-      dc_project_cpu_loop<T, bool>(p, q, mask.const_data_ptr<bool>(), static_cast<T>(weight), y,
-                                   L);
+      dc_project_cpu_loop<T, bool>(p, q, mask.const_data_ptr<bool>(), static_cast<T>(weight), y, L);
     } else {
       dc_project_cpu_loop<T, T>(p, q, mask.const_data_ptr<T>(), static_cast<T>(weight), y, L);
     }
@@ -170,10 +168,10 @@ at::Tensor dc_project_cpu(const at::Tensor& pred_in, const at::Tensor& measured_
 
 at::Tensor dc_project(const at::Tensor& pred, const at::Tensor& measured, const at::Tensor& mask,
                       double weight) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("kldm::dc_project", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                                         double)>();
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("kldm::dc_project", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double)>();
   return op.call(pred, measured, mask, weight);
 }
 

@@ -9,13 +9,13 @@
 namespace kldm::detail {
 
 // Checks shared by the masked k-space ops (dc_project, dc_residual): pred/measured complex, same
-// dtype, shape and device, [..., H, W] with at most kMaxLeadingDims leading dims; mask bool or real,
-// broadcastable to pred, on pred's device. Messages start with `op`.
+// dtype, shape and device, [..., H, W] with at most kMaxLeadingDims leading dims; mask bool or
+// real, broadcastable to pred, on pred's device. Messages start with `op`.
 void check_masked_kspace_args(const char* op, const at::Tensor& pred, const at::Tensor& measured,
                               const at::Tensor& mask);
 
-// Validates the arguments (dtype, device, rank, shapes, weight) with messages that name the argument
-// and its shape; throws c10::Error (ValueError/TypeError in Python) on bad input.
+// Validates the arguments (dtype, device, rank, shapes, weight) with messages that name the
+// argument and its shape; throws c10::Error (ValueError/TypeError in Python) on bad input.
 void check_dc_project_args(const at::Tensor& pred, const at::Tensor& measured,
                            const at::Tensor& mask, double weight);
 

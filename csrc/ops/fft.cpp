@@ -83,8 +83,8 @@ void check_sense_mask(const at::Tensor& mask, at::IntArrayRef shape, const at::D
     const int64_t m = ms[mask.dim() - i];
     const int64_t k = shape[4 - i];
     TORCH_CHECK_VALUE(m == k || m == 1, op, ": mask shape ", ms,
-                      " does not broadcast to k-space shape ", shape, " (dim -", i, ": ", m,
-                      " vs ", k, ")");
+                      " does not broadcast to k-space shape ", shape, " (dim -", i, ": ", m, " vs ",
+                      k, ")");
   }
   TORCH_CHECK_VALUE(mask.device() == device, op, ": mask is on ", mask.device(),
                     " but the data are on ", device);
@@ -163,9 +163,9 @@ at::Tensor phase_tables_cpu(int64_t H, int64_t W, bool inverse, at::ScalarType r
 }
 
 at::Tensor fft_input_buffer(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  const int64_t bytes = c10::multiply_integers(sizes) *
-                        static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(
-                            options.dtype())));
+  const int64_t bytes =
+      c10::multiply_integers(sizes) *
+      static_cast<int64_t>(c10::elementSize(c10::typeMetaToScalarType(options.dtype())));
   if (!options.device().is_cpu() || bytes > kMaxCachedFftBufferBytes) {
     return at::empty(sizes, options);
   }

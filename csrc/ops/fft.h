@@ -41,7 +41,8 @@ at::Tensor sense_mask(const at::Tensor& mask, at::IntArrayRef shape, at::ScalarT
 // Modulation layouts of the centred FFT ops (host side, shared by the CPU and CUDA paths).
 // x: contiguous [..., H, W] -> B = product of leading dims, C = 1.
 ModulateLayout fft2c_layout(const at::Tensor& x);
-// sense_forward: image [B, 1, H, W] (or [B, H, W]) times maps [B|1, C, H, W] (batch stride maps_sb).
+// sense_forward: image [B, 1, H, W] (or [B, H, W]) times maps [B|1, C, H, W] (batch stride
+// maps_sb).
 ModulateLayout sense_forward_layout(const at::Tensor& image, const at::Tensor& maps,
                                     int64_t maps_sb);
 // sense_adjoint pre-modulation: contiguous kspace [B, C, H, W].

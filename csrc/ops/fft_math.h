@@ -67,8 +67,8 @@ KLDM_HOST_DEVICE_INLINE void unit_phase(int64_t r, int64_t N, int sign, T* out) 
     out[0] = T(0);
     out[1] = T((4 * r == N) == (sign > 0) ? 1 : -1);
   } else {
-    const double theta = 6.283185307179586476925286766559 * static_cast<double>(r) /
-                         static_cast<double>(N);
+    const double theta =
+        6.283185307179586476925286766559 * static_cast<double>(r) / static_cast<double>(N);
     out[0] = static_cast<T>(cos(theta));
     out[1] = static_cast<T>(sign * sin(theta));
   }

@@ -22,8 +22,8 @@ namespace kldm {
 namespace detail {
 namespace {
 
-// A statistic must be a real tensor of `dtype` on `device` broadcastable to [B, 2C, 1, 1] (one value
-// per sample and channel at most: statistics never vary over H, W).
+// A statistic must be a real tensor of `dtype` on `device` broadcastable to [B, 2C, 1, 1] (one
+// value per sample and channel at most: statistics never vary over H, W).
 void check_stat(const char* op, const char* name, const at::Tensor& stat, at::ScalarType dtype,
                 const c10::Device& device, int64_t batch, int64_t channels2) {
   TORCH_CHECK_TYPE(stat.scalar_type() == dtype, op, ": ", name, " must be ", dtype,
@@ -37,8 +37,7 @@ void check_stat(const char* op, const char* name, const at::Tensor& stat, at::Sc
     ok = s == 1 || s == target[4 - i];
   }
   TORCH_CHECK_VALUE(ok, op, ": ", name, " shape ", stat.sizes(),
-                    " does not broadcast to [B, 2C, 1, 1] = [", batch, ", ", channels2,
-                    ", 1, 1]");
+                    " does not broadcast to [B, 2C, 1, 1] = [", batch, ", ", channels2, ", 1, 1]");
 }
 
 }  // namespace
@@ -75,8 +74,7 @@ void check_kspace_denormalize_args(const at::Tensor& x, const at::Tensor& mean,
   TORCH_CHECK_VALUE(x.dim() == 4 && x.size(1) % 2 == 0,
                     "kspace_denormalize: x must be [B, 2C, H, W] (even channel count), got shape ",
                     x.sizes());
-  check_stat("kspace_denormalize", "mean", mean, x.scalar_type(), x.device(), x.size(0),
-             x.size(1));
+  check_stat("kspace_denormalize", "mean", mean, x.scalar_type(), x.device(), x.size(0), x.size(1));
   check_stat("kspace_denormalize", "std", stddev, x.scalar_type(), x.device(), x.size(0),
              x.size(1));
 }
@@ -223,10 +221,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kspace_normalize_cpu(
   const auto real_opts = kspace.options().dtype(c10::toRealValueType(kspace.scalar_type()));
   at::Tensor out = at::empty({B, 2 * C, H, W}, real_opts);
   const bool given = mean_in.has_value();
-  at::Tensor mean = given ? detail::expand_stat(*mean_in, B, 2 * C)
-                          : at::empty({B, 2 * C, 1, 1}, real_opts);
-  at::Tensor stddev = given ? detail::expand_stat(*std_in, B, 2 * C)
-                            : at::empty({B, 2 * C, 1, 1}, real_opts);
+  at::Tensor mean =
+      given ? detail::expand_stat(*mean_in, B, 2 * C) : at::empty({B, 2 * C, 1, 1}, real_opts);
+  at::Tensor stddev =
+      given ? detail::expand_stat(*std_in, B, 2 * C) : at::empty({B, 2 * C, 1, 1}, real_opts);
   const NormalizeLayout L = detail::normalize_layout(B, C, H, W);
   AT_DISPATCH_COMPLEX_TYPES(kspace.scalar_type(), "kspace_normalize_cpu", [&] {
     using T = typename scalar_t::value_type;
@@ -257,8 +255,7 @@ at::Tensor kspace_denormalize_cpu(const at::Tensor& x_in, const at::Tensor& mean
   const NormalizeLayout L = detail::normalize_layout(B, C2 / 2, H, W);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kspace_denormalize_cpu", [&] {
     using T = scalar_t;
-    denormalize_cpu<T>(x.const_data_ptr<T>(), mean.const_data_ptr<T>(),
-                       stddev.const_data_ptr<T>(),
+    denormalize_cpu<T>(x.const_data_ptr<T>(), mean.const_data_ptr<T>(), stddev.const_data_ptr<T>(),
                        reinterpret_cast<T*>(out.mutable_data_ptr<c10::complex<T>>()), L);
   });
   return out;
@@ -269,21 +266,20 @@ at::Tensor kspace_denormalize_cpu(const at::Tensor& x_in, const at::Tensor& mean
 std::tuple<at::Tensor, at::Tensor, at::Tensor> kspace_normalize(
     const at::Tensor& kspace, const std::optional<at::Tensor>& mean,
     const std::optional<at::Tensor>& stddev, double eps) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("kldm::kspace_normalize", "")
-          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-              const at::Tensor&, const std::optional<at::Tensor>&,
-              const std::optional<at::Tensor>&, double)>();
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("kldm::kspace_normalize", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+                           const at::Tensor&, const std::optional<at::Tensor>&,
+                           const std::optional<at::Tensor>&, double)>();
   return op.call(kspace, mean, stddev, eps);
 }
 
 at::Tensor kspace_denormalize(const at::Tensor& x, const at::Tensor& mean,
                               const at::Tensor& stddev) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("kldm::kspace_denormalize", "")
-                       .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                         const at::Tensor&)>();
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("kldm::kspace_denormalize", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
   return op.call(x, mean, stddev);
 }
 

@@ -9,10 +9,10 @@ TORCH_LIBRARY(kldm, m) {
   // pred, measured: [..., H, W] complex; mask broadcastable to pred; out = (1-a) pred + a measured,
   // a = weight * mask.
   m.def("dc_project(Tensor pred, Tensor measured, Tensor mask, float weight=1.0) -> Tensor");
-  // Fused diffusion sampling steps (diffusers' DDPMScheduler.step / DDIMScheduler.step, element-wise
-  // part; the per-step float coefficients are computed on the host, see kldm/ops.h). model_output,
-  // sample, noise: same shape, float32/float64/bfloat16; threshold: [B] per-sample dynamic
-  // threshold s_b. Not differentiable (sampling only).
+  // Fused diffusion sampling steps (diffusers' DDPMScheduler.step / DDIMScheduler.step,
+  // element-wise part; the per-step float coefficients are computed on the host, see kldm/ops.h).
+  // model_output, sample, noise: same shape, float32/float64/bfloat16; threshold: [B] per-sample
+  // dynamic threshold s_b. Not differentiable (sampling only).
   m.def(
       "ddpm_step(Tensor model_output, Tensor sample, Tensor? noise, float sqrt_alpha_prod_t, "
       "float sqrt_beta_prod_t, float pred_original_sample_coeff, float current_sample_coeff, "
@@ -26,7 +26,8 @@ TORCH_LIBRARY(kldm, m) {
       "float clip_sample_range=1.0, bool use_clipped_model_output=False, Tensor? threshold=None) "
       "-> (Tensor prev_sample, Tensor pred_original_sample)");
   // pred, measured: [..., H, W] complex; mask as dc_project. Returns (r, sq_norm):
-  // r = mask * (pred - measured), sq_norm = sum |r|^2 over every dim but the first ([B]; [] for 2-D).
+  // r = mask * (pred - measured), sq_norm = sum |r|^2 over every dim but the first ([B]; [] for
+  // 2-D).
   m.def("dc_residual(Tensor pred, Tensor measured, Tensor mask) -> (Tensor, Tensor)");
   // kspace: [B, C, H, W] complex -> (x [B, 2C, H, W] real, channels [re0, im0, re1, ...], each
   // standardised per sample; mean, std [B, 2C, 1, 1]). Given mean/std are used instead of computed.

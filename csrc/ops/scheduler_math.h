@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Per-element formulas of the fused DDPM/DDIM scheduler steps, compiled by the CPU loop and the CUDA
-// kernel alike (plain C++, no torch).
+// Per-element formulas of the fused DDPM/DDIM scheduler steps, compiled by the CPU loop and the
+// CUDA kernel alike (plain C++, no torch).
 //
 // Bit parity with diffusers: diffusers' step is a chain of eager PyTorch ops, each rounding its
 // result to the tensor dtype. The formulas below perform the same IEEE operations in the same order
@@ -147,11 +147,11 @@ struct StepCoeffs {
 // One element of the step, without the noise term. Writes the (clipped/thresholded) predicted
 // original sample and the posterior mean; operation order is diffusers', op for op:
 //   epsilon:      x0 = (s - sqrt(1-a_t) * m) / sqrt(a_t)           eps = m
-//   sample:       x0 = m                                           eps = (s - sqrt(a_t) x0) / sqrt(1-a_t)
-//   v_prediction: x0 = sqrt(a_t) s - sqrt(1-a_t) m                 eps = sqrt(a_t) m + sqrt(1-a_t) s
-//   x0 = clamp(x0, -lim, lim) [/ lim when thresholding, lim = s_b]
-//   kDdimClippedEps: eps = (s - sqrt(a_t) x0) / sqrt(1-a_t) with the clipped x0
-//   mean = coeff_x0 * x0 + coeff_second * (kDdpm ? s : eps)
+//   sample:       x0 = m                                           eps = (s - sqrt(a_t) x0) /
+//   sqrt(1-a_t) v_prediction: x0 = sqrt(a_t) s - sqrt(1-a_t) m                 eps = sqrt(a_t) m +
+//   sqrt(1-a_t) s x0 = clamp(x0, -lim, lim) [/ lim when thresholding, lim = s_b] kDdimClippedEps:
+//   eps = (s - sqrt(a_t) x0) / sqrt(1-a_t) with the clipped x0 mean = coeff_x0 * x0 + coeff_second
+//   * (kDdpm ? s : eps)
 template <PredictionType P, StepKind K, bool kThreshold, typename C>
 KLDM_HOST_DEVICE_INLINE void step_mean(C m, C s, const StepCoeffs<C>& k, C lim, C& x0_out,
                                        C& mean_out) {

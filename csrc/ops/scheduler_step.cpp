@@ -79,8 +79,7 @@ SchedulerStepArgs prepare_scheduler_step(
     TORCH_CHECK_TYPE(s.is_floating_point(), op, ": threshold must be floating point, got ",
                      s.scalar_type());
     TORCH_CHECK_VALUE(s.dim() == 1 && s.size(0) == sample.size(0), op,
-                      ": threshold must have shape [B] = [", sample.size(0), "], got ",
-                      s.sizes());
+                      ": threshold must have shape [B] = [", sample.size(0), "], got ", s.sizes());
     TORCH_CHECK_VALUE(s.device() == sample.device(), op, ": threshold is on ", s.device(),
                       " but sample is on ", sample.device());
     // The kernel reads s_b in its compute dtype (float for float32/bfloat16, double for float64),
@@ -129,15 +128,21 @@ template <typename F>
 void dispatch_step(PredictionType pred, StepKind kind, F&& f) {
   auto with_kind = [&](auto p) {
     switch (kind) {
-      case StepKind::kDdpm: return f(p, KindC<StepKind::kDdpm>{});
-      case StepKind::kDdim: return f(p, KindC<StepKind::kDdim>{});
-      case StepKind::kDdimClippedEps: return f(p, KindC<StepKind::kDdimClippedEps>{});
+      case StepKind::kDdpm:
+        return f(p, KindC<StepKind::kDdpm>{});
+      case StepKind::kDdim:
+        return f(p, KindC<StepKind::kDdim>{});
+      case StepKind::kDdimClippedEps:
+        return f(p, KindC<StepKind::kDdimClippedEps>{});
     }
   };
   switch (pred) {
-    case PredictionType::kEpsilon: return with_kind(PredC<PredictionType::kEpsilon>{});
-    case PredictionType::kSample: return with_kind(PredC<PredictionType::kSample>{});
-    case PredictionType::kVPrediction: return with_kind(PredC<PredictionType::kVPrediction>{});
+    case PredictionType::kEpsilon:
+      return with_kind(PredC<PredictionType::kEpsilon>{});
+    case PredictionType::kSample:
+      return with_kind(PredC<PredictionType::kSample>{});
+    case PredictionType::kVPrediction:
+      return with_kind(PredC<PredictionType::kVPrediction>{});
   }
 }
 
@@ -206,12 +211,15 @@ void step_cpu_typed(const detail::SchedulerStepArgs& a, at::Tensor& prev, at::Te
 void step_cpu(const detail::SchedulerStepArgs& a, at::Tensor& prev, at::Tensor& x0) {
   if (a.params.numel == 0) return;
   switch (a.sample.scalar_type()) {
-    case at::kFloat: return step_cpu_typed<float, float>(a, prev, x0);
-    case at::kDouble: return step_cpu_typed<double, double>(a, prev, x0);
+    case at::kFloat:
+      return step_cpu_typed<float, float>(a, prev, x0);
+    case at::kDouble:
+      return step_cpu_typed<double, double>(a, prev, x0);
     case at::kBFloat16:
       static_assert(sizeof(c10::BFloat16) == sizeof(uint16_t));
       return step_cpu_typed<uint16_t, float>(a, prev, x0);
-    default: TORCH_CHECK(false, "unreachable: dtype checked in prepare_scheduler_step");
+    default:
+      TORCH_CHECK(false, "unreachable: dtype checked in prepare_scheduler_step");
   }
 }
 
@@ -253,13 +261,12 @@ std::tuple<at::Tensor, at::Tensor> ddpm_step(
     double pred_original_sample_coeff, double current_sample_coeff, double noise_std,
     const std::string& prediction_type, bool clip_sample, double clip_sample_range,
     const std::optional<at::Tensor>& threshold) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("kldm::ddpm_step", "")
-          .typed<std::tuple<at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, double,
-              double, double, double, double, c10::string_view, bool, double,
-              const std::optional<at::Tensor>&)>();
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("kldm::ddpm_step", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                           double, double, double, double, double, c10::string_view, bool, double,
+                           const std::optional<at::Tensor>&)>();
   return op.call(model_output, sample, noise, sqrt_alpha_prod_t, sqrt_beta_prod_t,
                  pred_original_sample_coeff, current_sample_coeff, noise_std, prediction_type,
                  clip_sample, clip_sample_range, threshold);
@@ -271,13 +278,12 @@ std::tuple<at::Tensor, at::Tensor> ddim_step(
     double sqrt_alpha_prod_t_prev, double direction_coeff, double noise_std,
     const std::string& prediction_type, bool clip_sample, double clip_sample_range,
     bool use_clipped_model_output, const std::optional<at::Tensor>& threshold) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("kldm::ddim_step", "")
-          .typed<std::tuple<at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, double,
-              double, double, double, double, c10::string_view, bool, double, bool,
-              const std::optional<at::Tensor>&)>();
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("kldm::ddim_step", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+                           double, double, double, double, double, c10::string_view, bool, double,
+                           bool, const std::optional<at::Tensor>&)>();
   return op.call(model_output, sample, noise, sqrt_alpha_prod_t, sqrt_beta_prod_t,
                  sqrt_alpha_prod_t_prev, direction_coeff, noise_std, prediction_type, clip_sample,
                  clip_sample_range, use_clipped_model_output, threshold);

@@ -20,9 +20,9 @@ struct SchedulerStepArgs {
   SchedulerStepParams params;
 };
 
-// Validates dtypes (float32/float64/bfloat16, all alike), shapes, devices, prediction_type, the clip
-// range and the threshold with messages that name the argument and its shape (TypeError/ValueError
-// in Python), and packs the arguments. `op` names the op in the messages.
+// Validates dtypes (float32/float64/bfloat16, all alike), shapes, devices, prediction_type, the
+// clip range and the threshold with messages that name the argument and its shape
+// (TypeError/ValueError in Python), and packs the arguments. `op` names the op in the messages.
 SchedulerStepArgs prepare_scheduler_step(
     const char* op, StepKind kind, const at::Tensor& model_output, const at::Tensor& sample,
     const std::optional<at::Tensor>& noise, double sqrt_alpha_prod_t, double sqrt_beta_prod_t,

@@ -119,8 +119,8 @@ at::Tensor sense_forward_cpu(const at::Tensor& image_in, const at::Tensor& maps_
   ModulateLayout L = detail::sense_forward_layout(image, maps, maps_sb);
   const std::vector<int64_t> shape = {L.B, L.C, L.H, L.W};
   if (image.numel() == 0 || maps.numel() == 0) return at::empty(shape, image.options());
-  const at::Tensor tables = detail::phase_tables_cpu(
-      L.H, L.W, /*inverse=*/false, c10::toRealValueType(image.scalar_type()));
+  const at::Tensor tables = detail::phase_tables_cpu(L.H, L.W, /*inverse=*/false,
+                                                     c10::toRealValueType(image.scalar_type()));
   // Pre pass: the image is broadcast over the coils (in_sc = 0).
   L.in_sb = L.H * L.W;
   L.in_sc = 0;
@@ -151,16 +151,16 @@ at::Tensor sense_adjoint_cpu(const at::Tensor& kspace_in, const at::Tensor& maps
   at::Tensor out = at::empty({L.B, 1, L.H, L.W}, kspace.options());
   if (out.numel() == 0) return out;
   if (L.C == 0) return out.zero_();
-  const at::Tensor tables = detail::phase_tables_cpu(
-      L.H, L.W, /*inverse=*/true, c10::toRealValueType(kspace.scalar_type()));
+  const at::Tensor tables = detail::phase_tables_cpu(L.H, L.W, /*inverse=*/true,
+                                                     c10::toRealValueType(kspace.scalar_type()));
   at::Tensor mask;
   if (mask_in.has_value()) {
-    mask = detail::sense_mask(*mask_in, kspace.sizes(), c10::toRealValueType(kspace.scalar_type()),
-                              L);
+    mask =
+        detail::sense_mask(*mask_in, kspace.sizes(), c10::toRealValueType(kspace.scalar_type()), L);
   }
   at::Tensor buf = detail::fft_input_buffer(kspace.sizes(), kspace.options());
-  detail::modulate_cpu(kspace, nullptr, mask.defined() ? &mask : nullptr, tables, /*post=*/false,
-                       L, buf);
+  detail::modulate_cpu(kspace, nullptr, mask.defined() ? &mask : nullptr, tables, /*post=*/false, L,
+                       buf);
   const at::Tensor z = detail::fft2_ortho(buf, /*inverse=*/true);
   buf.reset();
   CoilLayout CL;
@@ -200,7 +200,6 @@ at::Tensor rss_cpu(const at::Tensor& x_in) {
 }
 
 }  // namespace
-
 
 at::Tensor sense_forward(const at::Tensor& image, const at::Tensor& maps,
                          const std::optional<at::Tensor>& mask) {

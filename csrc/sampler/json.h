@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
-// A minimal JSON reader for the export manifest (objects, arrays, strings, numbers, booleans, null).
-// Written here rather than taken from a library because the sampler must build wherever
-// `pip install .` builds the ops: libtorch ships no JSON parser in its public headers, and a
-// system package (nlohmann-json, RapidJSON) would be a new build dependency for one small file.
+// A minimal JSON reader for the export manifest (objects, arrays, strings, numbers, booleans,
+// null). Written here rather than taken from a library because the sampler must build wherever `pip
+// install .` builds the ops: libtorch ships no JSON parser in its public headers, and a system
+// package (nlohmann-json, RapidJSON) would be a new build dependency for one small file.
 #pragma once
 
 #include <map>

@@ -22,9 +22,9 @@ at::Tensor complex_to_channels(const at::Tensor& k);  // [B, C, H, W] complex ->
 at::Tensor channels_to_complex(const at::Tensor& x);  // inverse
 
 struct Normalizer {
-  std::string mode = "rms";       // rms | standardize | acs | none
+  std::string mode = "rms";  // rms | standardize | acs | none
   double acs_fraction = 0.04;
-  std::string weighting = "none"; // none | radial | log
+  std::string weighting = "none";  // none | radial | log
   double weight_power = 1.0, weight_r0 = 0.02, log_c = 1e-3, log_clamp = 20.0, eps = 1e-12;
   std::vector<double> ratio_scale, ratio_shift;  // training-set ratios (empty: none)
 

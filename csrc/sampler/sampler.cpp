@@ -139,8 +139,7 @@ struct Sampler::Impl {
     auto ac = s.at("alphas_cumprod").as_numbers("scheduler.alphas_cumprod");
     if (static_cast<int64_t>(ac.size()) != info.num_train_timesteps)
       throw Error(mpath + ": scheduler.alphas_cumprod has the wrong length");
-    alphas_cumprod =
-        at::tensor(std::vector<float>(ac.begin(), ac.end()), at::kFloat).to(device);
+    alphas_cumprod = at::tensor(std::vector<float>(ac.begin(), ac.end()), at::kFloat).to(device);
     const auto& d = s.at("ddpm_step");
     ddpm.sqrt_alpha_prod_t = d.at("sqrt_alpha_prod_t").as_numbers("ddpm_step");
     ddpm.sqrt_beta_prod_t = d.at("sqrt_beta_prod_t").as_numbers("ddpm_step");
@@ -169,8 +168,7 @@ struct Sampler::Impl {
       fs::path f = root / e.at("file").as_string(std::string("packages.") + name + ".file");
       if (!fs::is_regular_file(f)) throw Error(f.string() + ": package file missing");
       if (sha256_file(f.string()) != e.at("sha256").as_string("sha256"))
-        throw Error(f.string() +
-                    ": sha256 does not match the manifest (file modified or corrupt)");
+        throw Error(f.string() + ": sha256 does not match the manifest (file modified or corrupt)");
       return f.string();
     };
     const char* names[4] = {"encoder", "decoder", "decoder_vjp", "denoiser"};
@@ -250,14 +248,16 @@ struct Sampler::Impl {
   // posterior mode (mean) or sample
   at::Tensor encode(const at::Tensor& x, at::Generator* gen) const {
     auto out = run(encoder, {x.to(at::kFloat)});
-    if (gen != nullptr && is_kl && sample_posterior) return out[0] + out[1] * randn(out[0].sizes(), *gen);
+    if (gen != nullptr && is_kl && sample_posterior)
+      return out[0] + out[1] * randn(out[0].sizes(), *gen);
     return out[0];
   }
   at::Tensor decode(const at::Tensor& z) const { return run(decoder, {z})[0]; }
   at::Tensor vjp(const at::Tensor& z, const at::Tensor& g) const {
     if (!decoder_vjp.loader)
-      throw Error("sampler: gradient guidance needs the decoder_vjp package, which this export "
-                  "leaves out (kldm export --no-guidance); use guidance 0 or export again");
+      throw Error(
+          "sampler: gradient guidance needs the decoder_vjp package, which this export "
+          "leaves out (kldm export --no-guidance); use guidance 0 or export again");
     return run(decoder_vjp, {z, g.to(at::kFloat)})[0];
   }
   at::Tensor model_output(const at::Tensor& z, int64_t t) const {
@@ -276,11 +276,13 @@ struct Sampler::Impl {
   // ---------------------------------------------------------------------------------------------
   at::Tensor as_mask(const at::Tensor& mask, const at::Tensor& k) const {
     auto m = mask.to(device).to(at::kBool);
-    if (m.dim() == 1) m = m.reshape({1, 1, 1, -1});
-    else if (m.dim() == 2) m = m.reshape({1, 1, m.size(0), m.size(1)});
+    if (m.dim() == 1)
+      m = m.reshape({1, 1, 1, -1});
+    else if (m.dim() == 2)
+      m = m.reshape({1, 1, m.size(0), m.size(1)});
     if (m.dim() != 4 || m.size(-1) != k.size(-1) || (m.size(-2) != 1 && m.size(-2) != k.size(-2)))
-      throw Error("mask: shape " + std::string(c10::str(mask.sizes())) +
-                  " does not fit k-space " + std::string(c10::str(k.sizes())));
+      throw Error("mask: shape " + std::string(c10::str(mask.sizes())) + " does not fit k-space " +
+                  std::string(c10::str(k.sizes())));
     return m;
   }
 
@@ -288,9 +290,10 @@ struct Sampler::Impl {
     if (!y.defined() || !y.is_complex() || y.dim() != 4)
       throw Error("k-space must be complex [B, C, H, W]");
     if (y.size(1) != info.coils || y.size(2) != info.height || y.size(3) != info.width)
-      throw Error("k-space shape " + std::string(c10::str(y.sizes())) + " does not match the export ([B, " +
-                  std::to_string(info.coils) + ", " + std::to_string(info.height) + ", " +
-                  std::to_string(info.width) + "]); export for this size with kldm export --size");
+      throw Error("k-space shape " + std::string(c10::str(y.sizes())) +
+                  " does not match the export ([B, " + std::to_string(info.coils) + ", " +
+                  std::to_string(info.height) + ", " + std::to_string(info.width) +
+                  "]); export for this size with kldm export --size");
     if (y.device() != device)
       throw Error("k-space is on " + y.device().str() + " but the sampler runs on " + device.str());
     if (!at::isfinite(y).all().item<bool>()) throw Error("k-space contains NaN or Inf");

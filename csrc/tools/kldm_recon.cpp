@@ -2,7 +2,8 @@
 // kldm-recon: reconstruct an undersampled fastMRI HDF5 file with kldm::Sampler, no Python.
 //
 //   kldm-recon INPUT.h5 OUTPUT.h5 --model EXPORT_DIR [--sampler cgs|cgs-ref] [--steps N] [--t0 T]
-//              [--guidance G] [--eta E] [--samples N] [--seed S] [--batch-size B] [--device cpu|cuda]
+//              [--guidance G] [--eta E] [--samples N] [--seed S] [--batch-size B] [--device
+//              cpu|cuda]
 //
 // INPUT is a fastMRI test-format file: `kspace` ([S, H, W] single-coil or [S, C, H, W] multi-coil,
 // complex64 stored as the {r, i} compound h5py writes), `mask` ([W], the measured columns; k-space
@@ -217,18 +218,30 @@ int run(int argc, char** argv) {
                      "cgs|cgs-ref] [--steps N] [--t0 T] [--guidance G] [--eta E] [--samples N] "
                      "[--seed S] [--batch-size B] [--device cpu|cuda]\n";
         return 0;
-      } else if (a == "--model") model = value();
-      else if (a == "--sampler") opt.sampler = value();
-      else if (a == "--steps") opt.steps = std::stoll(value());
-      else if (a == "--t0") opt.t0 = std::stoll(value());
-      else if (a == "--guidance") opt.guidance = std::stod(value());
-      else if (a == "--eta") opt.eta = std::stod(value());
-      else if (a == "--samples") opt.samples = std::stoll(value());
-      else if (a == "--seed") seed = std::stoull(value());
-      else if (a == "--batch-size") batch = std::stoll(value());
-      else if (a == "--device") device = value();
-      else if (!a.empty() && a[0] == '-') throw UsageError("unknown option " + a);
-      else pos.push_back(a);
+      } else if (a == "--model")
+        model = value();
+      else if (a == "--sampler")
+        opt.sampler = value();
+      else if (a == "--steps")
+        opt.steps = std::stoll(value());
+      else if (a == "--t0")
+        opt.t0 = std::stoll(value());
+      else if (a == "--guidance")
+        opt.guidance = std::stod(value());
+      else if (a == "--eta")
+        opt.eta = std::stod(value());
+      else if (a == "--samples")
+        opt.samples = std::stoll(value());
+      else if (a == "--seed")
+        seed = std::stoull(value());
+      else if (a == "--batch-size")
+        batch = std::stoll(value());
+      else if (a == "--device")
+        device = value();
+      else if (!a.empty() && a[0] == '-')
+        throw UsageError("unknown option " + a);
+      else
+        pos.push_back(a);
     } catch (const std::invalid_argument&) {
       throw UsageError(a + ": not a number");
     }
@@ -247,8 +260,8 @@ int run(int argc, char** argv) {
     int64_t n = std::min(batch, S - s);
     auto k = v.kspace.narrow(0, s, n).to(dev);
     if (!at::isfinite(k).all().item<bool>())
-      throw InputError(pos[0] + ": kspace contains NaN or Inf (slices " + std::to_string(s) +
-                       ".." + std::to_string(s + n - 1) + ")");
+      throw InputError(pos[0] + ": kspace contains NaN or Inf (slices " + std::to_string(s) + ".." +
+                       std::to_string(s + n - 1) + ")");
     opt.seed = batch_seed(seed, name, s);
     auto r = sampler.reconstruct(k, v.mask, opt);
     recon.narrow(0, s, n).copy_(r.image.narrow(-2, top, v.rx).narrow(-1, left, v.ry).cpu());

@@ -75,8 +75,8 @@ int reconstruct(const std::string& export_dir, const std::string& kspace_file,
   write_cfl(out_file, r.kspace);
   write_cfl(out_file + "_image", r.image);
   const bool exact = torch::equal(r.kspace.index({"...", mask}), kspace.index({"...", mask}));
-  std::cout << "reconstructed " << r.kspace.sizes() << " with cgs; measured samples exact: " << exact
-            << "\n";
+  std::cout << "reconstructed " << r.kspace.sizes()
+            << " with cgs; measured samples exact: " << exact << "\n";
   return exact ? 0 : 1;
 }
 

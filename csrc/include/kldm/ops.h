@@ -12,18 +12,20 @@ namespace kldm {
 
 // Masked data consistency on complex k-space.
 //   pred, measured: [..., H, W] complex64/complex128, same shape, same device
-//   mask:           broadcastable to pred ([W] column mask, [H, W], [B, 1, 1, W], ...), bool or real
-//   weight:         in [0, 1]; a = weight * mask
-//   returns         (1 - a) * pred + a * measured, with exact copies where a == 0 or a == 1
-//                   (weight 1 and a binary mask: hard replacement, measured lines kept bit for bit).
+//   mask:           broadcastable to pred ([W] column mask, [H, W], [B, 1, 1, W], ...), bool or
+//   real weight:         in [0, 1]; a = weight * mask returns         (1 - a) * pred + a *
+//   measured, with exact copies where a == 0 or a == 1
+//                   (weight 1 and a binary mask: hard replacement, measured lines kept bit for
+//                   bit).
 at::Tensor dc_project(const at::Tensor& pred, const at::Tensor& measured, const at::Tensor& mask,
                       double weight = 1.0);
 
 // Fused diffusion sampling steps: the element-wise part of diffusers' DDPMScheduler.step and
 // DDIMScheduler.step in one kernel. The caller computes the per-step coefficients on the host from
 // the scheduler's float32 alphas_cumprod, rounding each operation to float32 as diffusers' 0-dim
-// float32 tensors do (kspace_ldm.sampling.schedulers does exactly this); with a_t = alphas_cumprod[t],
-// a_p = alphas_cumprod[prev_t] (or 1 / final_alpha_cumprod past the start), all in float32:
+// float32 tensors do (kspace_ldm.sampling.schedulers does exactly this); with a_t =
+// alphas_cumprod[t], a_p = alphas_cumprod[prev_t] (or 1 / final_alpha_cumprod past the start), all
+// in float32:
 //   sqrt_alpha_prod_t = sqrt(a_t), sqrt_beta_prod_t = sqrt(1 - a_t).
 //
 //   model_output, sample: same shape (any), float32/float64/bfloat16, same dtype and device
@@ -47,7 +49,8 @@ std::tuple<at::Tensor, at::Tensor> ddpm_step(
     const std::string& prediction_type = "epsilon", bool clip_sample = false,
     double clip_sample_range = 1.0, const std::optional<at::Tensor>& threshold = std::nullopt);
 
-// DDIM (Song et al. eq. 12): prev = sqrt(a_p) * x0 + direction_coeff * eps + noise_std * noise, with
+// DDIM (Song et al. eq. 12): prev = sqrt(a_p) * x0 + direction_coeff * eps + noise_std * noise,
+// with
 //   noise_std = eta * sqrt((1 - a_p) / (1 - a_t) * (1 - a_t / a_p)),
 //   direction_coeff = sqrt(1 - a_p - noise_std^2);
 //   use_clipped_model_output: eps re-derived from the clipped x0.

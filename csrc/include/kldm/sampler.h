@@ -36,14 +36,14 @@ class Error : public std::runtime_error {
 };
 
 struct SamplerOptions {
-  std::string sampler = "cgs";    // "cgs" | "cgs-ref"
-  std::optional<int64_t> steps;   // cgs DDIM steps (default from the manifest: 5)
-  std::optional<int64_t> t0;      // SDEdit start timestep (cgs 150, cgs-ref 100)
-  std::optional<double> guidance; // cgs: scale-free step (0); cgs-ref: lambda (100)
-  double eta = 0.0;               // cgs DDIM stochasticity
-  bool refit = true;              // cgs: fit the normalisation statistics to the measured samples
-  int64_t samples = 1;            // cgs: average this many samples (posterior-mean estimate)
-  uint64_t seed = 0;              // seeds the CPU generator of every random draw
+  std::string sampler = "cgs";     // "cgs" | "cgs-ref"
+  std::optional<int64_t> steps;    // cgs DDIM steps (default from the manifest: 5)
+  std::optional<int64_t> t0;       // SDEdit start timestep (cgs 150, cgs-ref 100)
+  std::optional<double> guidance;  // cgs: scale-free step (0); cgs-ref: lambda (100)
+  double eta = 0.0;                // cgs DDIM stochasticity
+  bool refit = true;               // cgs: fit the normalisation statistics to the measured samples
+  int64_t samples = 1;             // cgs: average this many samples (posterior-mean estimate)
+  uint64_t seed = 0;               // seeds the CPU generator of every random draw
 };
 
 struct Reconstruction {
@@ -54,11 +54,11 @@ struct Reconstruction {
 // What an export directory holds (from its manifest).
 struct ExportInfo {
   std::string directory;
-  std::string device;          // device the packages were compiled for: "cpu" or "cuda"
-  std::string torch_version;   // torch that made them
+  std::string device;         // device the packages were compiled for: "cpu" or "cuda"
+  std::string torch_version;  // torch that made them
   std::string kspace_ldm_version;
   int64_t coils = 0, height = 0, width = 0;
-  int64_t batch = 1;           // the only batch size unless dynamic_batch
+  int64_t batch = 1;  // the only batch size unless dynamic_batch
   bool dynamic_batch = false;
   int64_t num_train_timesteps = 0;
 };
@@ -79,8 +79,9 @@ class Sampler {
 
   const ExportInfo& info() const;
 
-  // Wall-clock seconds spent inside the network packages since the last reset (device-synchronised),
-  // and the number of network calls: the benchmark's split between networks and everything else.
+  // Wall-clock seconds spent inside the network packages since the last reset
+  // (device-synchronised), and the number of network calls: the benchmark's split between networks
+  // and everything else.
   double network_seconds() const;
   int64_t network_calls() const;
   void reset_timers() const;

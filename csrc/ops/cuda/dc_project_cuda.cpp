@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// CUDA glue of kldm::dc_project: checks, device guard, current stream, dispatch to the raw launcher.
-// Compiled by the host compiler (the kernels live in dc_project_kernel.cu).
+// CUDA glue of kldm::dc_project: checks, device guard, current stream, dispatch to the raw
+// launcher. Compiled by the host compiler (the kernels live in dc_project_kernel.cu).
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
@@ -40,8 +40,8 @@ at::Tensor dc_project_cuda(const at::Tensor& pred_in, const at::Tensor& measured
     T* y = reinterpret_cast<T*>(out.mutable_data_ptr<scalar_t>());
     cudaError_t err;
     if (mask.scalar_type() == at::kBool) {
-      err = cuda::launch_dc_project(p, q, mask.const_data_ptr<bool>(), static_cast<T>(weight), y,
-                                    L, sms, stream);
+      err = cuda::launch_dc_project(p, q, mask.const_data_ptr<bool>(), static_cast<T>(weight), y, L,
+                                    sms, stream);
     } else {
       err = cuda::launch_dc_project(p, q, mask.const_data_ptr<T>(), static_cast<T>(weight), y, L,
                                     sms, stream);

@@ -26,8 +26,9 @@ __global__ void dc_project_kernel(const T* __restrict__ pred, const T* __restric
     const int64_t hw = i - r * plane;
     const int64_t h = hw / L.W;
     const int64_t w = hw - h * L.W;
-    const T a = weight * static_cast<T>(
-                             mask[L.mask_row_offset(r) + h * L.mask_stride_h + w * L.mask_stride_w]);
+    const T a =
+        weight *
+        static_cast<T>(mask[L.mask_row_offset(r) + h * L.mask_stride_h + w * L.mask_stride_w]);
     math::dc_blend(pred + 2 * i, meas + 2 * i, a, out + 2 * i);
   }
 }
@@ -53,8 +54,8 @@ cudaError_t launch_dc_project(const float* pred, const float* meas, const bool* 
                               cudaStream_t stream) {
   return launch(pred, meas, mask, weight, out, L, num_sms, stream);
 }
-cudaError_t launch_dc_project(const float* pred, const float* meas, const float* mask,
-                              float weight, float* out, const DcProjectLayout& L, int num_sms,
+cudaError_t launch_dc_project(const float* pred, const float* meas, const float* mask, float weight,
+                              float* out, const DcProjectLayout& L, int num_sms,
                               cudaStream_t stream) {
   return launch(pred, meas, mask, weight, out, L, num_sms, stream);
 }

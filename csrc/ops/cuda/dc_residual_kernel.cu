@@ -39,8 +39,8 @@ __global__ void __launch_bounds__(kReduceThreads)
       const int64_t hw = i - row * plane;
       const int64_t h = hw / B.W;
       const int64_t w = hw - h * B.W;
-      const T m = static_cast<T>(
-          mask[B.mask_row_offset(row) + h * B.mask_stride_h + w * B.mask_stride_w]);
+      const T m =
+          static_cast<T>(mask[B.mask_row_offset(row) + h * B.mask_stride_h + w * B.mask_stride_w]);
       const Vec2<T> p = pred[i];
       const Vec2<T> q = meas[i];
       Vec2<T> r;
@@ -67,8 +67,8 @@ __global__ void __launch_bounds__(kReduceThreads)
 }
 
 template <typename T, typename M>
-cudaError_t launch(const T* pred, const T* meas, const M* mask, T* out, double* partial,
-                   T* sq_norm, const DcResidualLayout& L, cudaStream_t stream) {
+cudaError_t launch(const T* pred, const T* meas, const M* mask, T* out, double* partial, T* sq_norm,
+                   const DcResidualLayout& L, cudaStream_t stream) {
   if (L.samples == 0) return cudaSuccess;
   const int64_t bx = dc_residual_blocks_per_sample(L);
   const int64_t by = L.samples < 65535 ? L.samples : 65535;
@@ -79,8 +79,8 @@ cudaError_t launch(const T* pred, const T* meas, const M* mask, T* out, double* 
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   const int64_t fb = L.samples < 65535 ? L.samples : 65535;
-  dc_residual_finish_kernel<T><<<static_cast<unsigned>(fb), kReduceThreads, 0, stream>>>(
-      partial, bx, L.samples, sq_norm);
+  dc_residual_finish_kernel<T>
+      <<<static_cast<unsigned>(fb), kReduceThreads, 0, stream>>>(partial, bx, L.samples, sq_norm);
   return cudaGetLastError();
 }
 

@@ -127,8 +127,8 @@ at::Tensor sense_adjoint_cuda(const at::Tensor& kspace_in, const at::Tensor& map
   const at::Tensor tables = phase_tables_cuda(L.H, L.W, /*inverse=*/true, kspace);
   at::Tensor mask;
   if (mask_in.has_value()) {
-    mask = detail::sense_mask(*mask_in, kspace.sizes(), c10::toRealValueType(kspace.scalar_type()),
-                              L);
+    mask =
+        detail::sense_mask(*mask_in, kspace.sizes(), c10::toRealValueType(kspace.scalar_type()), L);
   }
   at::Tensor buf = at::empty_like(kspace, at::MemoryFormat::Contiguous);
   modulate_cuda(kspace, nullptr, mask.defined() ? &mask : nullptr, tables, /*post=*/false, L, buf);

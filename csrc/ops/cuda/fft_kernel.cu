@@ -62,9 +62,9 @@ __global__ void centring_tables_kernel(T* table, int64_t H, int64_t W, bool inve
 // One thread per complex output element of [B, C, H, W], grid-stride. `in` and `out` may alias
 // (in-place post-modulation), so they are not __restrict__.
 template <typename T, typename M>
-__global__ void modulate_kernel(const T* in, const T* __restrict__ maps,
-                                const M* __restrict__ mask, const T* __restrict__ tab_h,
-                                const T* __restrict__ tab_w, T* out, ModulateLayout L) {
+__global__ void modulate_kernel(const T* in, const T* __restrict__ maps, const M* __restrict__ mask,
+                                const T* __restrict__ tab_h, const T* __restrict__ tab_w, T* out,
+                                ModulateLayout L) {
   const int64_t plane = L.H * L.W;
   const int64_t n = L.B * L.C * plane;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -78,9 +78,10 @@ __global__ void modulate_kernel(const T* in, const T* __restrict__ maps,
     T x[2], s[2], p[2], y[2];
     load2(in, b * L.in_sb + c * L.in_sc + hw, x);
     if (maps != nullptr) load2(maps, b * L.maps_sb + c * L.maps_sc + hw, s);
-    const T m = mask != nullptr ? static_cast<T>(mask[b * L.mask_sb + c * L.mask_sc +
-                                                      h * L.mask_sh + w * L.mask_sw])
-                                : T(1);
+    const T m =
+        mask != nullptr
+            ? static_cast<T>(mask[b * L.mask_sb + c * L.mask_sc + h * L.mask_sh + w * L.mask_sw])
+            : T(1);
     if (L.even) {
       p[0] = tab_h[2 * h] * tab_w[2 * w];
       p[1] = T(0);
@@ -163,8 +164,8 @@ cudaError_t modulate(const T* in, const T* maps, const M* mask, const T* tab_h, 
                      T* out, const ModulateLayout& L, int num_sms, cudaStream_t stream) {
   const int64_t n = L.B * L.C * L.H * L.W;
   if (n == 0) return cudaSuccess;
-  modulate_kernel<T, M><<<grid_size(n, num_sms), kThreads, 0, stream>>>(in, maps, mask, tab_h,
-                                                                          tab_w, out, L);
+  modulate_kernel<T, M>
+      <<<grid_size(n, num_sms), kThreads, 0, stream>>>(in, maps, mask, tab_h, tab_w, out, L);
   return cudaGetLastError();
 }
 
@@ -173,8 +174,8 @@ cudaError_t coil_combine(const T* z, const T* maps, const T* tab_h, const T* tab
                          const CoilLayout& L, int num_sms, cudaStream_t stream) {
   const int64_t n = L.B * L.H * L.W;
   if (n == 0) return cudaSuccess;
-  coil_combine_kernel<T><<<grid_size(n, num_sms), kThreads, 0, stream>>>(z, maps, tab_h, tab_w,
-                                                                         out, L);
+  coil_combine_kernel<T>
+      <<<grid_size(n, num_sms), kThreads, 0, stream>>>(z, maps, tab_h, tab_w, out, L);
   return cudaGetLastError();
 }
 
@@ -229,8 +230,8 @@ cudaError_t launch_coil_combine(const float* z, const float* maps, const float* 
   return coil_combine(z, maps, tab_h, tab_w, out, L, num_sms, stream);
 }
 cudaError_t launch_coil_combine(const double* z, const double* maps, const double* tab_h,
-                                const double* tab_w, double* out, const CoilLayout& L,
-                                int num_sms, cudaStream_t stream) {
+                                const double* tab_w, double* out, const CoilLayout& L, int num_sms,
+                                cudaStream_t stream) {
   return coil_combine(z, maps, tab_h, tab_w, out, L, num_sms, stream);
 }
 

@@ -40,8 +40,8 @@ cudaError_t launch_coil_combine(const float* z, const float* maps, const float* 
                                 const float* tab_w, float* out, const CoilLayout& L, int num_sms,
                                 cudaStream_t stream);
 cudaError_t launch_coil_combine(const double* z, const double* maps, const double* tab_h,
-                                const double* tab_w, double* out, const CoilLayout& L,
-                                int num_sms, cudaStream_t stream);
+                                const double* tab_w, double* out, const CoilLayout& L, int num_sms,
+                                cudaStream_t stream);
 
 // out[b, h, w] = sqrt(sum_c |x[b, c, h, w]|^2); x complex (interleaved) when `complex_input`.
 cudaError_t launch_rss(const float* x, bool complex_input, float* out, const CoilLayout& L,

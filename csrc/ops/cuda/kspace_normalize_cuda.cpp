@@ -35,10 +35,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kspace_normalize_cuda(
   const auto real_opts = kspace.options().dtype(c10::toRealValueType(kspace.scalar_type()));
   at::Tensor out = at::empty({B, 2 * C, H, W}, real_opts);
   const bool given = mean_in.has_value();
-  at::Tensor mean = given ? detail::expand_stat(*mean_in, B, 2 * C)
-                          : at::empty({B, 2 * C, 1, 1}, real_opts);
-  at::Tensor stddev = given ? detail::expand_stat(*std_in, B, 2 * C)
-                            : at::empty({B, 2 * C, 1, 1}, real_opts);
+  at::Tensor mean =
+      given ? detail::expand_stat(*mean_in, B, 2 * C) : at::empty({B, 2 * C, 1, 1}, real_opts);
+  at::Tensor stddev =
+      given ? detail::expand_stat(*std_in, B, 2 * C) : at::empty({B, 2 * C, 1, 1}, real_opts);
   const NormalizeLayout L = detail::normalize_layout(B, C, H, W);
   if (L.planes == 0) return {out, mean, stddev};
   at::Tensor partial;  // per-block moments of the statistics pass

@@ -132,9 +132,9 @@ cudaError_t stats(const T* z, double* partial, T* mean, T* std, T eps, const Nor
   if (L.planes == 0) return cudaSuccess;
   const int64_t bx = normalize_blocks_per_plane(L);
   const int64_t by = L.planes < 65535 ? L.planes : 65535;
-  normalize_stats_kernel<T><<<dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by)),
-                              kReduceThreads, 0, stream>>>(reinterpret_cast<const Vec2<T>*>(z),
-                                                           partial, L);
+  normalize_stats_kernel<T>
+      <<<dim3(static_cast<unsigned>(bx), static_cast<unsigned>(by)), kReduceThreads, 0, stream>>>(
+          reinterpret_cast<const Vec2<T>*>(z), partial, L);
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) return err;
   constexpr int threads = 128;
@@ -161,8 +161,9 @@ cudaError_t clamp_std(T* std, int64_t count, T eps, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
   constexpr int threads = 256;
   const int64_t blocks = (count + threads - 1) / threads;
-  effective_std_kernel<T><<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096), threads, 0,
-                            stream>>>(std, count, eps);
+  effective_std_kernel<T>
+      <<<static_cast<unsigned>(blocks < 4096 ? blocks : 4096), threads, 0, stream>>>(std, count,
+                                                                                     eps);
   return cudaGetLastError();
 }
 

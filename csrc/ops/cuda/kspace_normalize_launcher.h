@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
-// Plain launchers of the kspace_normalize / kspace_denormalize CUDA kernels (no torch types), called
-// by kspace_normalize_cuda.cpp. Complex data are interleaved (re, im) pairs of the real type; the
-// layout is that of kspace_normalize_math.h (planes = B * C complex planes of n = H * W samples,
-// real channel 2p = Re plane p, 2p + 1 = Im plane p).
+// Plain launchers of the kspace_normalize / kspace_denormalize CUDA kernels (no torch types),
+// called by kspace_normalize_cuda.cpp. Complex data are interleaved (re, im) pairs of the real
+// type; the layout is that of kspace_normalize_math.h (planes = B * C complex planes of n = H * W
+// samples, real channel 2p = Re plane p, 2p + 1 = Im plane p).
 #pragma once
 
 #include <cuda_runtime.h>

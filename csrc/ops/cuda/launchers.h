@@ -12,8 +12,8 @@ namespace kldm::cuda {
 cudaError_t launch_dc_project(const float* pred, const float* meas, const bool* mask, float weight,
                               float* out, const DcProjectLayout& L, int num_sms,
                               cudaStream_t stream);
-cudaError_t launch_dc_project(const float* pred, const float* meas, const float* mask,
-                              float weight, float* out, const DcProjectLayout& L, int num_sms,
+cudaError_t launch_dc_project(const float* pred, const float* meas, const float* mask, float weight,
+                              float* out, const DcProjectLayout& L, int num_sms,
                               cudaStream_t stream);
 cudaError_t launch_dc_project(const double* pred, const double* meas, const bool* mask,
                               double weight, double* out, const DcProjectLayout& L, int num_sms,

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // CUDA glue of kldm::ddpm_step / kldm::ddim_step: checks, device guard, current stream, dispatch
-// to the raw launcher. Compiled by the host compiler (the kernels live in scheduler_step_kernel.cu).
+// to the raw launcher. Compiled by the host compiler (the kernels live in
+// scheduler_step_kernel.cu).
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -20,8 +21,8 @@ int num_sms(c10::DeviceIndex device) {
 }
 
 template <typename T, typename C>
-cudaError_t launch_as(const detail::SchedulerStepArgs& a, at::Tensor& prev, at::Tensor& x0,
-                      int sms, cudaStream_t stream) {
+cudaError_t launch_as(const detail::SchedulerStepArgs& a, at::Tensor& prev, at::Tensor& x0, int sms,
+                      cudaStream_t stream) {
   const auto* m = reinterpret_cast<const T*>(a.model_output.const_data_ptr());
   const auto* s = reinterpret_cast<const T*>(a.sample.const_data_ptr());
   const T* n = a.noise.defined() ? reinterpret_cast<const T*>(a.noise.const_data_ptr()) : nullptr;
@@ -39,13 +40,18 @@ std::tuple<at::Tensor, at::Tensor> step_cuda(const detail::SchedulerStepArgs& a)
   const int sms = num_sms(a.sample.device().index());
   cudaError_t err = cudaSuccess;
   switch (a.sample.scalar_type()) {
-    case at::kFloat: err = launch_as<float, float>(a, prev, x0, sms, stream); break;
-    case at::kDouble: err = launch_as<double, double>(a, prev, x0, sms, stream); break;
+    case at::kFloat:
+      err = launch_as<float, float>(a, prev, x0, sms, stream);
+      break;
+    case at::kDouble:
+      err = launch_as<double, double>(a, prev, x0, sms, stream);
+      break;
     case at::kBFloat16:
       static_assert(sizeof(c10::BFloat16) == sizeof(uint16_t));
       err = launch_as<uint16_t, float>(a, prev, x0, sms, stream);
       break;
-    default: TORCH_CHECK(false, "unreachable: dtype checked in prepare_scheduler_step");
+    default:
+      TORCH_CHECK(false, "unreachable: dtype checked in prepare_scheduler_step");
   }
   C10_CUDA_CHECK(err);
   return {prev, x0};

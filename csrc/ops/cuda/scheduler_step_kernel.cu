@@ -30,8 +30,7 @@ __global__ void scheduler_step_kernel(const T* __restrict__ m, const T* __restri
        i += stride) {
     C xo, mean;
     if (th != nullptr) {
-      math::step_mean<P, K, true>(IO::load(m[i]), IO::load(s[i]), k, th[i / p.row_numel], xo,
-                                  mean);
+      math::step_mean<P, K, true>(IO::load(m[i]), IO::load(s[i]), k, th[i / p.row_numel], xo, mean);
     } else {
       math::step_mean<P, K, false>(IO::load(m[i]), IO::load(s[i]), k, k.clip_limit, xo, mean);
     }
