@@ -45,15 +45,15 @@ def _floats(text: str, name: str) -> list[float]:
     return values
 
 
-def _shape(text: str) -> tuple[int, int]:
+def _shape(text: str, name: str = "--shape") -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise click.BadParameter(
-            f"expected HxW, e.g. 640x368, got {text!r}", param_hint="--shape"
+            f"expected HxW, e.g. 640x368, got {text!r}", param_hint=name
         ) from None
     if h < 8 or w < 8:
-        raise click.BadParameter(f"k-space size {h}x{w} is too small", param_hint="--shape")
+        raise click.BadParameter(f"k-space size {h}x{w} is too small", param_hint=name)
     return h, w
 
 
@@ -486,14 +486,7 @@ def export_cmd(run_dir, out_dir, device, size, batch, dynamic_batch, tolerance, 
     (kldm recon --backend cpp, kldm-recon, kldm::Sampler)."""
     from kspace_ldm.export import export_run
 
-    hw = None
-    if size is not None:
-        try:
-            hw = tuple(int(v) for v in size.lower().split("x"))
-        except ValueError:
-            hw = ()
-        if len(hw) != 2 or min(hw) < 1:
-            raise click.UsageError(f"--size must be HxW, got {size!r}")
+    hw = None if size is None else _shape(size, "--size")
     rep = export_run(
         run_dir,
         out_dir,
@@ -645,8 +638,7 @@ def bench_untrained_run(ae_config, ldm_config, out_dir, coils, size) -> None:
     models); export it with kldm export OUT/ldm."""
     from kspace_ldm.bench.untrained import write_untrained_run
 
-    hw = tuple(int(v) for v in size.lower().split("x"))
-    ldm = write_untrained_run(ae_config, ldm_config, out_dir, coils, hw)
+    ldm = write_untrained_run(ae_config, ldm_config, out_dir, coils, _shape(size, "--size"))
     click.echo(f"untrained LDM run: {ldm}")
 
 
