@@ -5,8 +5,9 @@
 # (configs/synth_mc_ldm.yaml) -> zero-filled / cgs-ref / cgs on the held-out test split at 4x and
 # 8x -> markdown table. Every stage is skipped (or resumed) when its output already exists.
 #   scripts/train_synth_mc.sh [WORK_DIR]          (default runs/synth_mc)
-# Environment: KLDM (default .venv/bin/kldm), AE_STEPS (4000 in the config), LDM_STEPS (1500),
-# PARALLEL_EVAL=1 evaluates 4x and 8x in two processes. One torch thread per process.
+# Environment: KLDM (default .venv/bin/kldm), AE_STEPS (3200 in the config), LDM_STEPS (1250),
+# AE_SET (one more first-stage override, e.g. AE_SET=data.coil_phase=true), PARALLEL_EVAL=1
+# evaluates 4x and 8x in two processes. One torch thread per process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${1:-runs/synth_mc}
@@ -27,6 +28,7 @@ fi
 
 AE_SETS=(--set "data.train=$DATA/multicoil_train" --set "data.val=$DATA/multicoil_val")
 [[ -n "${AE_STEPS:-}" ]] && AE_SETS+=(--set "train.max_steps=$AE_STEPS")
+[[ -n "${AE_SET:-}" ]] && AE_SETS+=(--set "$AE_SET")
 if [[ -f "$AE/checkpoints/latest.json" ]]; then
   "$KLDM" train --stage ae --resume "$AE" "${AE_SETS[@]}"
 else
