@@ -80,7 +80,8 @@ class DataConfig:
     """Training/validation data (``data:``): fastMRI-format folders, read lazily.
 
     ``crop``: random training crop ``[h, w]`` taken in the image domain (then transformed back to
-    k-space), or ``null``. ``flip``: random horizontal/vertical image flips. ``max_*_slices`` cap
+    k-space), or ``null``. ``flip``: random horizontal/vertical image flips. ``coil_phase``: random
+    per-coil phase and coil order (multi-coil; the RSS target is unchanged). ``max_*_slices`` cap
     the slice counts (0 = all; validation takes evenly spaced slices).
     """
 
@@ -92,6 +93,7 @@ class DataConfig:
     num_workers: int = 2
     crop: list[int] | None = None
     flip: bool = False
+    coil_phase: bool = False
     max_train_slices: int = 0
     max_val_slices: int = 0
 

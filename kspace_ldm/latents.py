@@ -180,6 +180,12 @@ def extract_latents(
             mask = _analysis_mask(f, device)
         if kspace.dim() == 3:
             kspace = kspace[:, None]
+        if 2 * kspace.shape[1] != model.in_channels:
+            raise InputError(
+                path,
+                f"{kspace.shape[1]} coil(s) but the first stage {ckpt} takes "
+                f"{model.in_channels // 2} (train it on data with this coil count)",
+            )
         fulls, maskeds, scales, shifts, acs = [], [], [], [], []
         for s in range(0, kspace.shape[0], batch_size):
             k = kspace[s : s + batch_size].to(device)

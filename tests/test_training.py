@@ -464,6 +464,29 @@ def test_dataset_crops_and_flips_in_image_domain(synth):
         FirstStageDataset(root, crop=(80, 24))[0]
 
 
+def test_coil_phase_augmentation_keeps_the_rss_target(tmp_path):
+    """data.coil_phase: a random phase per coil and a shuffled coil order; the RSS image (and so
+    the target) is unchanged, the coil k-space is not, and single-coil data is left alone."""
+    from kspace_ldm.physics import kspace_to_image
+    from kspace_ldm.training.data import FirstStageDataset
+
+    run("data", "synth", tmp_path, "--coils", 3, "--train", 1, "--shape", "32x24",
+        "--recon-size", 16, "--slices", 2, "--seed", 5)  # fmt: skip
+    root = str(tmp_path / "multicoil_train")
+    plain = FirstStageDataset(root, train=False)[1]
+    aug = FirstStageDataset(root, coil_phase=True, seed=1)[1]
+    assert aug.kspace.shape == plain.kspace.shape == (3, 32, 24)
+    assert not torch.allclose(aug.kspace, plain.kspace)
+    torch.testing.assert_close(
+        kspace_to_image(aug.kspace[None], None, 1), kspace_to_image(plain.kspace[None], None, 1)
+    )
+    torch.testing.assert_close(aug.target, kspace_to_image(aug.kspace[None], (16, 16), 1)[0])
+    # each augmented coil is some original coil times a unit phase
+    mags = sorted(float(c.abs().sum()) for c in aug.kspace)
+    assert mags == pytest.approx(sorted(float(c.abs().sum()) for c in plain.kspace), rel=1e-5)
+    assert load_config(TINY, ["data.coil_phase=true"]).data.coil_phase is True
+
+
 def test_wandb_is_opt_in_and_missing_package_is_clear(synth, tmp_path):
     import importlib.util
 

@@ -59,6 +59,9 @@ class FirstStageDataset(torch.utils.data.Dataset):
         challenge: ``singlecoil`` / ``multicoil`` / ``None`` (from each file).
         crop: image-domain training crop ``(h, w)`` at a random position, or ``None``.
         flip: random horizontal and vertical flips (each with probability 1/2).
+        coil_phase: multi-coil only: multiply each coil by a random phase ``exp(i phi_c)``
+            (``phi_c`` uniform in ``[0, 2 pi)``) and shuffle the coil order. The RSS target is
+            unchanged; the network sees more coil configurations than the training volumes have.
         seed: augmentation seed.
         max_slices: use at most this many slices (0 = all), evenly spaced over the dataset.
         train: augment (training) or not (validation: the file's target is used when present).
@@ -76,6 +79,7 @@ class FirstStageDataset(torch.utils.data.Dataset):
         seed: int = 0,
         max_slices: int = 0,
         train: bool = True,
+        coil_phase: bool = False,
     ):
         if not root:
             raise InputError("data", "no data folder given (data.train / data.val)")
@@ -89,6 +93,7 @@ class FirstStageDataset(torch.utils.data.Dataset):
             self.indices = list(range(n))
         self.crop = None if crop is None else (int(crop[0]), int(crop[1]))
         self.flip = bool(flip)
+        self.coil_phase = bool(coil_phase)
         self.seed = int(seed)
         self.train = bool(train)
 
@@ -101,7 +106,7 @@ class FirstStageDataset(torch.utils.data.Dataset):
         if k.dim() == 2:
             k = k[None]
         recon = _recon_size(sample)
-        augment = self.train and (self.crop is not None or self.flip)
+        augment = self.train and (self.crop is not None or self.flip or self.coil_phase)
         if augment:
             rng = np.random.default_rng([self.seed, int(key), 0xA06])
             image = ifft2c(k)
@@ -122,6 +127,10 @@ class FirstStageDataset(torch.utils.data.Dataset):
                 left = int(rng.integers(0, W - w + 1))
                 image = image[..., top : top + h, left : left + w]
             k = fft2c(image.contiguous()).to(torch.complex64)
+            if self.coil_phase and k.shape[0] > 1:
+                phi = torch.from_numpy(rng.uniform(0.0, 2 * np.pi, k.shape[0]))
+                order = torch.from_numpy(rng.permutation(k.shape[0]))
+                k = (k * torch.polar(torch.ones_like(phi), phi).to(k.dtype)[:, None, None])[order]
         crop = (min(recon[0], k.shape[-2]), min(recon[1], k.shape[-1]))
         if augment or sample.target is None:
             target = kspace_to_image(k[None], crop=crop, coil_dim=1)[0]

@@ -272,6 +272,7 @@ def train(
         seed=tc.seed,
         max_slices=cfg.data.max_train_slices,
         train=True,
+        coil_phase=cfg.data.coil_phase,
     )
     val_ds = None
     if cfg.data.val:
