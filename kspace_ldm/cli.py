@@ -74,10 +74,13 @@ def info(as_json: bool) -> None:
     import torch
 
     from kspace_ldm.ops import build_info
+    from kspace_ldm.toolchain import aoti_compiler, static_cxx_runtime
 
     b = build_info()
     b["torch_running"] = torch.__version__
     b["cuda_available"] = torch.cuda.is_available()
+    b["export_compiler"] = aoti_compiler()
+    b["export_compiler_static_libstdcxx"] = static_cxx_runtime(b["export_compiler"])
     if as_json:
         click.echo(json.dumps(b, indent=2))
         return
@@ -92,9 +95,17 @@ def info(as_json: bool) -> None:
         f"CMake package     {b['cmake_config']}",
         f"CMAKE_PREFIX_PATH {b['cmake_prefix_path']}",
         f"kldm-recon        {b['recon_tool'] or 'not built (no HDF5 C library at build time)'}",
+        f"export compiler   {b['export_compiler']}  ({_runtime_note(b)})",
         f"ops               {', '.join(b['ops'])}",
     ]
     click.echo("\n".join(lines))
+
+
+def _runtime_note(b: dict) -> str:
+    static = b["export_compiler_static_libstdcxx"]
+    if static is None:
+        return "C++ runtime linkage not checked"
+    return "STATIC libstdc++: kldm export refuses it" if static else "shared libstdc++"
 
 
 # --------------------------------------------------------------------------------------------

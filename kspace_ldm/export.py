@@ -289,6 +289,11 @@ def export_sampler(
 
 def _export_sampler(sampler, out, size, batch, dynamic_batch, source_run, log, rtol, guidance):
     from .sampling.cgs import CGS_DEFAULTS, CGS_REF_DEFAULTS
+    from .toolchain import check_aoti_compiler
+
+    problem = check_aoti_compiler()  # ~1 s, before minutes of compiling packages that would crash
+    if problem:
+        raise InputError(None, problem)
 
     t_start = time.perf_counter()
     ae, ldm, norm = sampler.ae, sampler.ldm, sampler.norm

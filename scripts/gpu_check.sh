@@ -8,7 +8,8 @@
 # Prepare here first (downloads the wheels the GPU image lacks, e.g. diffusers, into .whl/):
 #   scripts/gpu_wheels.sh
 # Then, with the device tool:  run(command="scripts/gpu_check.sh", carry=[".whl"])
-# KLDM_GPU_STAGES selects stages (default: all): build optests samplertest sampler opbench trainbench
+# KLDM_GPU_STAGES selects stages (default: all): build sampler samplertest optests opbench trainbench
+# (run in that order; every stage after the build has a time limit so one cannot eat the budget).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -17,7 +18,7 @@ mkdir -p "$out"
 exec > >(tee "$out/gpu_check.log") 2>&1
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
-stages=" ${KLDM_GPU_STAGES:-build optests samplertest sampler opbench trainbench} "
+stages=" ${KLDM_GPU_STAGES:-build sampler samplertest optests opbench trainbench} "
 want() { [[ "$stages" == *" $1 "* ]]; }
 t0=$SECONDS
 status=0
@@ -30,6 +31,18 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/device.txt"
 arch=$("$py" -c "import torch; a, b = torch.cuda.get_device_capability(); print(f'{a}{b}')")
 
+# Every library in the process must use libtorch's C++ runtime (libstdc++.so.6). On the 2026-11 GPU
+# image CXX=/opt/gcc/bin/g++ is a wrapper linking libstdc++ statically: AOTInductor packages built
+# with it crash any process that loads them (torch's own aoti_load_package included; kldm export
+# refuses such a compiler), and libkldm built with it carries a second runtime. Use the compiler
+# kspace_ldm.toolchain names instead, for the build and for the packages inductor compiles.
+fix=$(cd /tmp && PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$py" -c "from kspace_ldm.toolchain import check_aoti_compiler as c; m = c() or ''; print(m.rsplit('set CXX=', 1)[1] if 'set CXX=' in m else '')")
+if [[ -n "$fix" ]]; then
+  echo "C++ compiler: CXX=$fix (was ${CXX:-unset}: static libstdc++)"
+  export CXX=$fix
+  [[ -x /usr/bin/gcc ]] && export CC=/usr/bin/gcc
+fi
+
 echo "== build (CUDA kernels for sm_$arch) =="
 KLDM_WITH_CUDA=ON KLDM_CUDA_ARCHITECTURES="${KLDM_CUDA_ARCHITECTURES:-$arch}" \
   "$py" -m pip install -q --no-build-isolation --no-deps --no-cache-dir --target /tmp/kldm-pkg \
@@ -39,8 +52,12 @@ echo "build done at $((SECONDS - t0)) s"
 # libkldm must link the shared C++ runtime (a static one crashed every exception on a GPU image)
 lib=/tmp/kldm-pkg/kspace_ldm/lib/libkldm.so
 ldd "$lib" | grep -E "stdc|gcc_s|gomp|cudart" || true
-if nm -D --defined-only "$lib" | grep -q " __cxa_"; then
-  echo "ERROR: $lib defines __cxa_* (static libstdc++): see CMakeLists.txt"; env | grep -iE "FLAGS|^CC=|^CXX=" || true
+if ! ldd "$lib" | grep -q "libstdc++.so.6" || nm -D --defined-only "$lib" | grep -q " __cxa_"; then
+  echo "ERROR: $lib carries its own (static) libstdc++: see CMakeLists.txt"
+  env | grep -iE "FLAGS|^CC=|^CXX=" || true
+  cat "$repo/build/gpu/CMakeFiles/kldm.dir/link.txt" || true
+else
+  echo "libkldm: shared C++ runtime (libstdc++.so.6, no __cxa_* defined)"
 fi
 
 # Run from outside the checkout so `kspace_ldm` is the built package, not the source folder.
@@ -50,16 +67,6 @@ pytest_args=(-q -p no:cacheprovider --rootdir "$repo" -c "$repo/pyproject.toml")
 # pytest-xdist (in the GPU image): a crashing test fails alone instead of ending the run.
 "$py" -c "import xdist" 2>/dev/null && xdist=(-n 8) || xdist=()
 
-if want optests; then
-  echo "== op tests (CPU + CUDA parametrisations) at $((SECONDS - t0)) s =="
-  "$py" -m pytest "${pytest_args[@]}" "${xdist[@]}" "$repo"/tests/test_ops_*.py \
-    --junitxml "$out/op_tests.xml" ${KLDM_PYTEST_ARGS:-} || status=$?
-fi
-if want samplertest; then
-  echo "== C++ sampler parity on CUDA at $((SECONDS - t0)) s =="
-  "$py" -m pytest "${pytest_args[@]}" -m cuda "$repo/tests/test_export.py" \
-    --junitxml "$out/sampler_tests.xml" || status=$?
-fi
 if want sampler; then
   echo "== sampler benchmark: reference-size models (untrained), 320x320, at $((SECONDS - t0)) s =="
   "$py" -m kspace_ldm.cli bench untrained-run --ae-config "$repo/configs/ae_kl_4.yaml" \
@@ -67,12 +74,25 @@ if want sampler; then
   # TF32 is off while compiling and checking; a reference-size network in float32 accumulates
   # ~1e-6 relative error, well inside 1e-4.
   # --no-guidance: cgs (guidance 0) needs no decoder VJP; it is the slowest package to compile.
-  "$py" -m kspace_ldm.cli export /tmp/refrun/ldm --out /tmp/refexp --device cuda --size 320x320 \
+  timeout "${KLDM_EXPORT_TIMEOUT:-300}" \
+    "$py" -m kspace_ldm.cli export /tmp/refrun/ldm --out /tmp/refexp --device cuda --size 320x320 \
     --tolerance 1e-4 --no-guidance || status=$?
   for steps in 50 5; do
-    "$py" -m kspace_ldm.cli bench sampler --model /tmp/refexp --steps $steps --repeats 3 \
+    timeout 240 "$py" -m kspace_ldm.cli bench sampler --model /tmp/refexp --steps $steps --repeats 3 \
       --json "$out/bench_sampler_cuda_${steps}.json" || status=$?
   done
+fi
+if want samplertest; then
+  echo "== C++ sampler parity on CUDA at $((SECONDS - t0)) s =="
+  timeout "${KLDM_SAMPLERTEST_TIMEOUT:-240}" \
+    "$py" -m pytest "${pytest_args[@]}" -m cuda "$repo/tests/test_export.py" \
+    --junitxml "$out/sampler_tests.xml" || status=$?
+fi
+if want optests; then
+  echo "== op tests (CPU + CUDA parametrisations) at $((SECONDS - t0)) s =="
+  timeout "${KLDM_OPTESTS_TIMEOUT:-300}" \
+    "$py" -m pytest "${pytest_args[@]}" "${xdist[@]}" "$repo"/tests/test_ops_*.py \
+    --junitxml "$out/op_tests.xml" ${KLDM_PYTEST_ARGS:-} || status=$?
 fi
 if want opbench; then
   echo "== op benchmarks at $((SECONDS - t0)) s =="

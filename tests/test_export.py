@@ -143,6 +143,7 @@ def test_cpp_matches_python(which, name, options, request):
     m = mask_w()
     want = s.sample(name, y, m, options, torch.Generator().manual_seed(11))
     cpp = CppSampler(out)
+    cpp.profiling = True
     got, image = cpp.reconstruct(name, y, m, options, 11)
     assert got.shape == want.shape and got.dtype == torch.complex64
     assert rel(got, want) < PARITY_RTOL, rel(got, want)
@@ -150,6 +151,7 @@ def test_cpp_matches_python(which, name, options, request):
     if name == "cgs":  # final hard data consistency: measured samples exact
         assert torch.equal(got[..., m], y[..., m])
     assert cpp.network_calls() > 0 and cpp.network_seconds() > 0
+    assert not cpp.cuda_graphs and cpp.cuda_graph_status() == {"captured": 0, "error": ""}
 
 
 def test_cpp_is_deterministic_and_seed_dependent(single):
@@ -251,6 +253,27 @@ def _tool() -> str:
     return tool
 
 
+def test_compiler_with_static_libstdcxx_is_refused(tmp_path):
+    # A compiler wrapper that links libstdc++ statically (as CXX=/opt/gcc/bin/g++ on a GPU image
+    # did): its packages crash the process on load, so export refuses before compiling anything.
+    from kspace_ldm import toolchain
+
+    if shutil.which("g++") is None or shutil.which("nm") is None:
+        pytest.skip("needs g++ and nm")
+    wrapper = tmp_path / "gxx-static"
+    wrapper.write_text('#!/bin/sh\nexec g++ "$@" -static-libstdc++\n')
+    wrapper.chmod(0o755)
+    assert toolchain.static_cxx_runtime(str(wrapper)) is True
+    assert toolchain.static_cxx_runtime(shutil.which("g++")) is False
+    s = tiny(1, "standardize", "none", False, seed=0)
+    with (
+        torch._inductor.config.patch({"cpp.cxx": (None, str(wrapper))}),
+        pytest.raises(InputError, match=r"gxx-static\) links a static libstdc\+\+.*set CXX="),
+    ):
+        export_sampler(s, tmp_path / "e", (H, W), log=lambda *_: None)
+    assert not (tmp_path / "e").exists()
+
+
 def test_kldm_recon_executable_matches_both_backends(single, tmp_path):
     from click.testing import CliRunner
 
@@ -331,20 +354,33 @@ def test_kldm_recon_multicoil(multi, tmp_path):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_export_matches_python_on_cuda(tmp_path):
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic-batch"])
+def test_cuda_export_matches_python_on_cuda(tmp_path, dynamic):
+    # CUDA graphs on (default) and off; guidance exercises the decoder-VJP package too. The
+    # dynamic export (min batch 2) chunks batch 3 into 2 + padded 1: two shapes, two captures.
     s = tiny(1, "standardize", "none", False, seed=0)
     s.ae.cuda()
     s.ldm.unet.cuda()
-    export_sampler(s, tmp_path / "e", (H, W), batch=1, log=lambda *_: None)
+    export_sampler(s, tmp_path / "e", (H, W), batch=1, dynamic_batch=dynamic, log=lambda *_: None)
     cpp = CppSampler(tmp_path / "e", "cuda")
-    y, m = (phantom(2, 1) * mask_w()).cuda(), mask_w().cuda()
+    y, m = (phantom(3, 1) * mask_w()).cuda(), mask_w().cuda()
     old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    cases = [
+        ("cgs", SamplerOptions()),
+        ("cgs", SamplerOptions(steps=3, guidance=0.5)),
+        ("cgs-ref", SamplerOptions(t0=60)),
+    ]
     try:
-        for name, opts in [("cgs", SamplerOptions()), ("cgs-ref", SamplerOptions(t0=60))]:
-            want = s.sample(name, y, m, opts, torch.Generator().manual_seed(3))
-            got = cpp.sample(name, y, m, opts, 3)
-            assert got.is_cuda
-            assert rel(got, want) < PARITY_RTOL, (name, rel(got, want))
+        for graphs in (True, False):
+            cpp.cuda_graphs = graphs
+            for name, opts in cases:
+                want = s.sample(name, y, m, opts, torch.Generator().manual_seed(3))
+                got = cpp.sample(name, y, m, opts, 3)
+                assert got.is_cuda
+                assert rel(got, want) < PARITY_RTOL, (graphs, name, rel(got, want))
+            if graphs:
+                status = cpp.cuda_graph_status()
+                assert status["error"] == "" and status["captured"] >= 4, status
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -82,5 +82,9 @@ PYBIND11_MODULE(_C, m) {
                              })
       .def("network_seconds", &kldm::Sampler::network_seconds)
       .def("network_calls", &kldm::Sampler::network_calls)
-      .def("reset_timers", &kldm::Sampler::reset_timers);
+      .def("reset_timers", &kldm::Sampler::reset_timers)
+      .def("set_profiling", &kldm::Sampler::set_profiling, py::arg("on"))
+      .def_property("cuda_graphs", &kldm::Sampler::cuda_graphs, &kldm::Sampler::set_cuda_graphs)
+      .def_property_readonly("cuda_graph_count", &kldm::Sampler::cuda_graph_count)
+      .def_property_readonly("cuda_graph_error", &kldm::Sampler::cuda_graph_error);
 }

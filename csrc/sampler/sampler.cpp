@@ -14,7 +14,14 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
+
+#ifdef KLDM_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include "json.h"
 #include "kldm/build_config.h"
@@ -55,15 +62,29 @@ struct Sampler::Impl {
   int64_t cgs_steps = 5, cgs_t0 = 150, ref_t0 = 100, cgs_samples = 1;
   double cgs_guidance = 0.0, cgs_eta = 0.0, ref_guidance = 100.0;
   bool cgs_refit = true;
+  // One network call captured as a CUDA graph: static input and output buffers, replayed with
+  // new inputs copied in. `eager_calls` counts the calls before capture (the first runs eagerly:
+  // it loads the package's kernels and creates library handles, which cannot happen in capture).
+  struct GraphSlot {
+#ifdef KLDM_WITH_CUDA
+    std::unique_ptr<at::cuda::CUDAGraph> graph;
+#endif
+    std::vector<at::Tensor> in, out;
+    int64_t eager_calls = 0;
+  };
   // A package and the batch sizes it accepts (one for a static export).
   struct Package {
     std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
     int64_t min_batch = 1, max_batch = 1;
     std::string name;
+    mutable std::map<std::vector<int64_t>, GraphSlot> graphs;  // by input shapes
   };
   Package encoder, decoder, decoder_vjp, denoiser;
   mutable double net_seconds = 0.0;
   mutable int64_t net_calls = 0;
+  bool use_graphs = true;  // CUDA only
+  bool profiling = false;
+  mutable std::string graph_error;  // why capture failed (then every call runs eagerly)
 
   // ---------------------------------------------------------------------------------------------
   void load(const std::string& dir) {
@@ -178,7 +199,9 @@ struct Sampler::Impl {
     const c10::DeviceIndex index = device.is_cuda() ? device.index() : -1;
     auto open = [&](const std::string& p) {
       try {
-        return std::make_unique<torch::inductor::AOTIModelPackageLoader>(p, "model", false, 1,
+        // run_single_threaded: no per-run CUDA event, so a run can be captured into a CUDA graph
+        // and the package still run eagerly afterwards (a Sampler serves one thread anyway).
+        return std::make_unique<torch::inductor::AOTIModelPackageLoader>(p, "model", true, 1,
                                                                          index);
       } catch (const std::exception& e) {
         std::string what = e.what();
@@ -205,6 +228,7 @@ struct Sampler::Impl {
     // Chunks of at most max_batch samples; a chunk below min_batch is padded with copies of its
     // last sample and the padding dropped from the outputs (exact: every network is per-sample).
     const int64_t B = inputs[0].size(0);
+    if (profiling) sync();
     auto t_start = std::chrono::steady_clock::now();
     std::vector<std::vector<at::Tensor>> parts;
     for (int64_t s = 0; s < B; s += pkg.max_batch) {
@@ -220,7 +244,7 @@ struct Sampler::Impl {
         }
         in.push_back(c.contiguous());
       }
-      auto o = pkg.loader->run(in);
+      auto o = call(pkg, std::move(in));
       if (pad > 0)
         for (auto& t : o) t = t.narrow(0, 0, n);
       parts.push_back(std::move(o));
@@ -232,11 +256,94 @@ struct Sampler::Impl {
       for (auto& p : parts) cat.push_back(p[i]);
       out.push_back(cat.size() == 1 ? cat[0].contiguous() : at::cat(cat, 0));
     }
+    if (profiling) {
+      sync();
+      net_seconds +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    }
+    return out;
+  }
+
+  void sync() const {
     if (device.is_cuda())
       c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA)->synchronizeDevice(device.index());
-    net_seconds +=
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    return out;
+  }
+
+  // One package call at fixed shapes: eager, or (CUDA) replayed from a captured graph. A CUDA
+  // graph replaces the hundreds of kernel launches of a network (the cost of small latents on a
+  // GPU) by one; the sampler loop calls every network with the same shapes, so each
+  // (package, shapes) is captured once, on its second call, and replayed from then on.
+  std::vector<at::Tensor> call(const Package& pkg, std::vector<at::Tensor> in) const {
+#ifdef KLDM_WITH_CUDA
+    if (device.is_cuda() && use_graphs && graph_error.empty()) {
+      std::vector<int64_t> key;
+      for (const auto& t : in) {
+        key.insert(key.end(), t.sizes().begin(), t.sizes().end());
+        key.push_back(-1);
+      }
+      GraphSlot& g = pkg.graphs[key];
+      if (!g.graph) {
+        if (g.eager_calls++ == 0) return pkg.loader->run(in);
+        try {
+          capture(pkg, g, in);
+        } catch (const std::exception& e) {
+          // Never fatal: note why (Sampler::graph_error) and run every call eagerly from now on.
+          std::string what = e.what();
+          graph_error = pkg.name + ": " + what.substr(0, what.find('\n'));
+          pkg.graphs.clear();
+          return pkg.loader->run(in);
+        }
+      } else {
+        for (size_t i = 0; i < in.size(); ++i) g.in[i].copy_(in[i]);
+      }
+      g.graph->replay();
+      std::vector<at::Tensor> out;
+      for (const auto& o : g.out) out.push_back(o.clone());  // the next replay overwrites g.out
+      return out;
+    }
+#endif
+    return pkg.loader->run(in);
+  }
+
+#ifdef KLDM_WITH_CUDA
+  void capture(const Package& pkg, GraphSlot& g, const std::vector<at::Tensor>& in) const {
+    g.in.clear();
+    for (const auto& t : in) g.in.push_back(t.clone());
+    // Capture runs on a side stream (never the legacy default stream); the package runs on the
+    // current stream, which the guard sets. Capturing executes nothing, so no ordering with the
+    // main stream is needed: the replays run on it, after the inputs are copied in.
+    auto side = c10::cuda::getStreamFromPool(false, device.index());
+    auto graph = std::make_unique<at::cuda::CUDAGraph>();
+    {
+      c10::cuda::CUDAStreamGuard guard(side);
+      // thread-local mode: other threads' CUDA calls (e.g. Python's) do not invalidate it
+      graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+      try {
+        g.out = pkg.loader->run(g.in);
+      } catch (...) {
+        try {
+          graph->capture_end();
+        } catch (...) {
+        }
+        g.out.clear();
+        throw;
+      }
+      graph->capture_end();
+    }
+    g.graph = std::move(graph);
+  }
+#endif
+
+  int64_t graph_count() const {
+    int64_t n = 0;
+    for (const Package* p : {&encoder, &decoder, &decoder_vjp, &denoiser})
+      for (const auto& kv : p->graphs)
+#ifdef KLDM_WITH_CUDA
+        n += kv.second.graph ? 1 : 0;
+#else
+        (void)kv;
+#endif
+    return n;
   }
 
   at::Tensor randn(at::IntArrayRef shape, at::Generator& gen) const {
@@ -422,6 +529,11 @@ void Sampler::reset_timers() const {
   impl_->net_seconds = 0.0;
   impl_->net_calls = 0;
 }
+void Sampler::set_profiling(bool on) { impl_->profiling = on; }
+void Sampler::set_cuda_graphs(bool on) { impl_->use_graphs = on; }  // captures are kept
+bool Sampler::cuda_graphs() const { return impl_->use_graphs && impl_->device.is_cuda(); }
+int64_t Sampler::cuda_graph_count() const { return impl_->graph_count(); }
+const std::string& Sampler::cuda_graph_error() const { return impl_->graph_error; }
 
 Reconstruction Sampler::reconstruct(const at::Tensor& kspace, const at::Tensor& mask,
                                     const SamplerOptions& options) const {

@@ -2,10 +2,13 @@
 
 Both run the same algorithm with the same options and seed on the same k-space: the Python
 backend on the eager PyTorch networks of the run the export was made from, the C++ backend
-(``kldm::Sampler``) on the AOTInductor packages. The runs alternate (python, cpp, python, ...)
-so a change of machine load hits both; the medians are reported. The time spent inside the
-network evaluations is measured on both sides (device-synchronised): the C++ total minus it is
-the sampler's own overhead (data consistency, FFTs, scheduler, normalisation, glue).
+(``kldm::Sampler``) on the AOTInductor packages, on CUDA with and without CUDA graphs. The runs
+alternate (python, cpp, python, ...) so a change of machine load hits both; the medians are
+reported. Totals come from runs without instrumentation. The time spent inside the network
+evaluations comes from one extra profiled run per backend (device-synchronised around every
+network call, which on a GPU also removes the overlap of host and device work, so it is not
+mixed into the totals): the C++ total minus it is the sampler's own overhead (data consistency,
+FFTs, scheduler, normalisation, glue).
 """
 
 from __future__ import annotations
@@ -26,12 +29,15 @@ __all__ = ["format_table", "run"]
 
 
 class _Timed:
-    """Wraps a callable and adds its device-synchronised wall time to ``clock[0]``."""
+    """Wraps a callable and, while ``on[0]``, adds its device-synchronised wall time to
+    ``clock[0]``."""
 
-    def __init__(self, fn, clock: list, device: str):
-        self.fn, self.clock, self.device = fn, clock, device
+    def __init__(self, fn, clock: list, on: list, device: str):
+        self.fn, self.clock, self.on, self.device = fn, clock, on, device
 
     def __call__(self, *args, **kwargs):
+        if not self.on[0]:
+            return self.fn(*args, **kwargs)
         sync(self.device)
         t = time.perf_counter()
         out = self.fn(*args, **kwargs)
@@ -97,43 +103,61 @@ def run(
 
     cpp = CppSampler(export_dir, device)
     py = KspaceLDMSampler.from_run(run_dir, device)
-    py_net = [0.0]
-    py.ae.encode = _Timed(py.ae.encode, py_net, device)
-    py.ae.decode = _Timed(py.ae.decode, py_net, device)
-    py.unet = _Timed(py.unet, py_net, device)
+    py_net, py_profiling = [0.0], [False]
+    py.ae.encode = _Timed(py.ae.encode, py_net, py_profiling, device)
+    py.ae.decode = _Timed(py.ae.decode, py_net, py_profiling, device)
+    py.unet = _Timed(py.unet, py_net, py_profiling, device)
 
     masked, mask = _input(manifest, batch, accel, device)
     opts = SamplerOptions(steps=steps)
     t_used = steps or manifest["sampler_defaults"]["cgs"]["steps"]
 
-    def time_python():
-        py_net[0] = 0.0
+    def time_python(profile=False):
+        py_net[0], py_profiling[0] = 0.0, profile
         sync(device)
         t = time.perf_counter()
         py.sample(sampler, masked, mask, opts, torch.Generator().manual_seed(0))
         sync(device)
         return time.perf_counter() - t, py_net[0]
 
-    def time_cpp():
+    def time_cpp(profile=False, graphs=True):
         cpp.reset_timers()
+        cpp.profiling = profile
+        cpp.cuda_graphs = graphs
         sync(device)
         t = time.perf_counter()
         cpp.sample(sampler, masked, mask, opts, 0)
         sync(device)
         return time.perf_counter() - t, cpp.network_seconds()
 
+    cuda = device == "cuda"
     log(f"warm-up ({sampler}, {t_used} steps, {tuple(masked.shape)} on {device}) ...")
     time_python()
-    time_cpp()
-    py_runs, cpp_runs = [], []
+    time_cpp()  # on CUDA this run also captures the graphs
+    if cuda:
+        time_cpp(graphs=False)
+    py_s, cpp_s, nog_s = [], [], []
     for i in range(repeats):
-        py_runs.append(time_python())
-        cpp_runs.append(time_cpp())
-        log(f"run {i + 1}/{repeats}: python {py_runs[-1][0]:.3f} s, cpp {cpp_runs[-1][0]:.3f} s")
-    py_s = statistics.median(r[0] for r in py_runs) / batch
-    cpp_s = statistics.median(r[0] for r in cpp_runs) / batch
-    net_s = statistics.median(r[1] for r in cpp_runs) / batch
-    py_net_s = statistics.median(r[1] for r in py_runs) / batch
+        py_s.append(time_python()[0])
+        cpp_s.append(time_cpp()[0])
+        msg = f"run {i + 1}/{repeats}: python {py_s[-1]:.3f} s, cpp {cpp_s[-1]:.3f} s"
+        if cuda:
+            nog_s.append(time_cpp(graphs=False)[0])
+            msg += f", cpp without CUDA graphs {nog_s[-1]:.3f} s"
+        log(msg)
+    py_net_s = time_python(profile=True)[1] / batch
+    net_s = time_cpp(profile=True)[1] / batch
+    cpp.profiling = False
+    py_s = statistics.median(py_s) / batch
+    cpp_s = statistics.median(cpp_s) / batch
+    graphs = cpp.cuda_graph_status() if cuda else None
+    extra = {}
+    if cuda:
+        extra = {
+            "cuda_graphs": graphs["error"] == "" and graphs["captured"] > 0,
+            "cuda_graph_error": graphs["error"],
+            "cpp_no_graphs_s_per_slice": statistics.median(nog_s) / batch,
+        }
     return {
         "device": _machine(device),
         "device_type": device,
@@ -151,6 +175,7 @@ def run(
         "overhead_fraction": max(0.0, 1.0 - net_s / cpp_s),
         "python_network_s_per_slice": py_net_s,
         "python_overhead_fraction": max(0.0, 1.0 - py_net_s / py_s),
+        **extra,
     }
 
 
@@ -166,4 +191,11 @@ def format_table(r: dict) -> str:
         f"{100 * r['python_overhead_fraction']:.1f}% | 1.00x |\n"
         f"| cpp | {r['cpp_s_per_slice']:.3f} | {r['network_s_per_slice']:.3f} | "
         f"{100 * r['overhead_fraction']:.1f}% | {r['speedup']:.2f}x |"
+        + (
+            f"\n| cpp, no CUDA graphs | {r['cpp_no_graphs_s_per_slice']:.3f} | | | "
+            f"{r['python_s_per_slice'] / r['cpp_no_graphs_s_per_slice']:.2f}x |"
+            if "cpp_no_graphs_s_per_slice" in r
+            else ""
+        )
+        + (f"\n\nCUDA graphs failed: {r['cuda_graph_error']}" if r.get("cuda_graph_error") else "")
     )

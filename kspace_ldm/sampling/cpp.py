@@ -37,6 +37,7 @@ class CppSampler:
         except _C.SamplerError as err:
             raise InputError(None, str(err)) from None
         self.info = dict(self._sampler.info)
+        self._profiling = False
 
     @property
     def device(self) -> torch.device:
@@ -85,7 +86,36 @@ class CppSampler:
             raise InputError(None, str(err)) from None
 
     def network_seconds(self) -> float:
+        """Seconds inside the networks since :meth:`reset_timers`; counted while
+        :attr:`profiling` is on (device-synchronised around every call)."""
         return self._sampler.network_seconds()
+
+    @property
+    def profiling(self) -> bool:
+        return self._profiling
+
+    @profiling.setter
+    def profiling(self, on: bool) -> None:
+        self._profiling = bool(on)
+        self._sampler.set_profiling(self._profiling)
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """CUDA graphs on (the default on CUDA): every network is captured per input shape on its
+        second call and replayed. Always ``False`` on the CPU."""
+        return self._sampler.cuda_graphs
+
+    @cuda_graphs.setter
+    def cuda_graphs(self, on: bool) -> None:
+        self._sampler.cuda_graphs = bool(on)
+
+    def cuda_graph_status(self) -> dict:
+        """``{"captured": n, "error": why capture failed or ""}`` (a failure is not fatal: the
+        networks then run eagerly)."""
+        return {
+            "captured": self._sampler.cuda_graph_count,
+            "error": self._sampler.cuda_graph_error,
+        }
 
     def network_calls(self) -> int:
         return self._sampler.network_calls()

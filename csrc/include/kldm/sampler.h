@@ -79,12 +79,23 @@ class Sampler {
 
   const ExportInfo& info() const;
 
-  // Wall-clock seconds spent inside the network packages since the last reset
-  // (device-synchronised), and the number of network calls: the benchmark's split between networks
-  // and everything else.
+  // Wall-clock seconds spent inside the network packages since the last reset, and the number of
+  // network calls: the benchmark's split between networks and everything else. Seconds are
+  // counted only while profiling is on (off by default: on CUDA it synchronises the device around
+  // every network call, which costs the overlap of host and device work).
   double network_seconds() const;
   int64_t network_calls() const;
   void reset_timers() const;
+  void set_profiling(bool on);
+
+  // CUDA graphs (on by default; CUDA only): each network is captured, per input shape, on its
+  // second call and replayed from then on (one launch instead of hundreds). A capture that fails
+  // is not fatal: the reason is kept in cuda_graph_error() and every call runs eagerly. Turning
+  // graphs off keeps what was captured for when they are turned on again.
+  void set_cuda_graphs(bool on);
+  bool cuda_graphs() const;
+  int64_t cuda_graph_count() const;  // graphs captured so far
+  const std::string& cuda_graph_error() const;
 
  private:
   struct Impl;
