@@ -210,6 +210,16 @@ def test_broken_manifest_is_refused(single, tmp_path):
     (d / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(InputError, match="missing key 'scheduler'"):
         CppSampler(d)
+    m = json.loads((single[1] / "manifest.json").read_text())
+    del m["scheduler"]["ddpm_step"]["noise_std"]  # errors name the full key path
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(InputError, match="missing key 'scheduler.ddpm_step.noise_std'"):
+        CppSampler(d)
+    m = json.loads((single[1] / "manifest.json").read_text())
+    m["packages"]["denoiser"]["batch_range"] = "1"
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(InputError, match="packages.denoiser.batch_range must be an array"):
+        CppSampler(d)
 
 
 def test_bad_kspace_shape_device_and_values(single):

@@ -197,6 +197,14 @@ std::vector<double> Value::as_numbers(const std::string& what) const {
   return out;
 }
 
+const Value& Fields::at(const std::string& key) const {
+  if (!v_.has(key)) {
+    if (v_.type != Value::Type::Object) type_error(path_.empty() ? key : path_, "an object");
+    throw std::runtime_error("manifest: missing key '" + path_ + key + "'");
+  }
+  return v_.object.at(key);
+}
+
 Value parse(const std::string& text) { return Parser(text).document(); }
 
 }  // namespace kldm::json

@@ -34,6 +34,27 @@ class Value {
   std::vector<double> as_numbers(const std::string& what = "value") const;
 };
 
+// An object read under its key path ("scheduler.ddpm_step."): each call site names a key once, and
+// every error names the full path ("manifest: missing key 'scheduler.ddpm_step.noise_std'").
+class Fields {
+ public:
+  explicit Fields(const Value& v, std::string path = "") : v_(v), path_(std::move(path)) {}
+  Fields sub(const std::string& key) const { return Fields(at(key), path_ + key + "."); }
+  bool has(const std::string& key) const { return v_.has(key); }
+  const Value& at(const std::string& key) const;
+  double number(const std::string& key) const { return at(key).as_number(path_ + key); }
+  long long integer(const std::string& key) const { return at(key).as_int(path_ + key); }
+  bool flag(const std::string& key) const { return at(key).as_bool(path_ + key); }
+  const std::string& text(const std::string& key) const { return at(key).as_string(path_ + key); }
+  std::vector<double> numbers(const std::string& key) const {
+    return at(key).as_numbers(path_ + key);
+  }
+
+ private:
+  const Value& v_;
+  std::string path_;
+};
+
 // Parses `text`; throws std::runtime_error("... at offset N") on malformed input.
 Value parse(const std::string& text);
 

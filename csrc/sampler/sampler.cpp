@@ -111,84 +111,87 @@ struct Sampler::Impl {
     }
   }
 
-  void parse_manifest(const json::Value& m, const fs::path& root) {
+  void parse_manifest(const json::Value& doc, const fs::path& root) {
     const std::string mpath = (root / "manifest.json").string();
-    if (!m.has("format") || m.at("format").as_string("format") != "kspace-ldm-export" ||
-        m.at("format_version").as_int("format_version") != 1)
+    const json::Fields m(doc);
+    if (!m.has("format") || m.text("format") != "kspace-ldm-export" ||
+        m.integer("format_version") != 1)
       throw Error(mpath + ": not a kspace-ldm-export v1 manifest");
     info.directory = root.string();
-    info.torch_version = m.at("torch_version").as_string("torch_version");
-    info.kspace_ldm_version = m.at("kspace_ldm_version").as_string("kspace_ldm_version");
+    info.torch_version = m.text("torch_version");
+    info.kspace_ldm_version = m.text("kspace_ldm_version");
     const std::string here = torch_version_base(KLDM_TORCH_VERSION);
     if (info.torch_version != here)
       throw Error(mpath + ": packages were made by torch " + info.torch_version +
                   " but this library was built against torch " + here +
                   "; re-export with this torch");
-    info.device = m.at("device").as_string("device");
+    info.device = m.text("device");
     const std::string want = device.is_cuda() ? "cuda" : device.is_cpu() ? "cpu" : device.str();
     if (info.device != want)
       throw Error(mpath + ": packages were exported for " + info.device + ", not " + want +
                   " (export again with --device " + want + ")");
-    info.coils = m.at("coils").as_int("coils");
-    info.height = m.at("height").as_int("height");
-    info.width = m.at("width").as_int("width");
-    info.batch = m.at("batch").as_int("batch");
-    info.dynamic_batch = m.at("dynamic_batch").as_bool("dynamic_batch");
+    info.coils = m.integer("coils");
+    info.height = m.integer("height");
+    info.width = m.integer("width");
+    info.batch = m.integer("batch");
+    info.dynamic_batch = m.flag("dynamic_batch");
 
-    const auto& fsg = m.at("first_stage");
-    is_kl = fsg.at("is_kl").as_bool("first_stage.is_kl");
-    sample_posterior = fsg.at("sample_posterior").as_bool("first_stage.sample_posterior");
-    const auto& n = m.at("normalization");
-    norm.mode = n.at("mode").as_string("normalization.mode");
-    norm.acs_fraction = n.at("acs_fraction").as_number("normalization.acs_fraction");
-    norm.weighting = n.at("weighting").as_string("normalization.weighting");
-    norm.weight_power = n.at("weight_power").as_number("normalization.weight_power");
-    norm.weight_r0 = n.at("weight_r0").as_number("normalization.weight_r0");
-    norm.log_c = n.at("log_c").as_number("normalization.log_c");
-    norm.log_clamp = n.at("log_clamp").as_number("normalization.log_clamp");
-    norm.eps = n.at("eps").as_number("normalization.eps");
-    const auto& r = m.at("norm_ratio");
-    if (!r.at("scale").is_null()) norm.ratio_scale = r.at("scale").as_numbers("norm_ratio.scale");
-    if (!r.at("shift").is_null()) norm.ratio_shift = r.at("shift").as_numbers("norm_ratio.shift");
-    scale_factor = m.at("scale_factor").as_number("scale_factor");
+    const auto fsg = m.sub("first_stage");
+    is_kl = fsg.flag("is_kl");
+    sample_posterior = fsg.flag("sample_posterior");
+    const auto n = m.sub("normalization");
+    norm.mode = n.text("mode");
+    norm.acs_fraction = n.number("acs_fraction");
+    norm.weighting = n.text("weighting");
+    norm.weight_power = n.number("weight_power");
+    norm.weight_r0 = n.number("weight_r0");
+    norm.log_c = n.number("log_c");
+    norm.log_clamp = n.number("log_clamp");
+    norm.eps = n.number("eps");
+    const auto r = m.sub("norm_ratio");
+    if (!r.at("scale").is_null()) norm.ratio_scale = r.numbers("scale");
+    if (!r.at("shift").is_null()) norm.ratio_shift = r.numbers("shift");
+    scale_factor = m.number("scale_factor");
 
-    const auto& s = m.at("scheduler");
-    info.num_train_timesteps = s.at("num_train_timesteps").as_int("scheduler.num_train_timesteps");
-    prediction_type = s.at("prediction_type").as_string("scheduler.prediction_type");
-    clip_sample = s.at("clip_sample").as_bool("scheduler.clip_sample");
-    clip_sample_range = s.at("clip_sample_range").as_number("scheduler.clip_sample_range");
-    auto ac = s.at("alphas_cumprod").as_numbers("scheduler.alphas_cumprod");
+    const auto s = m.sub("scheduler");
+    info.num_train_timesteps = s.integer("num_train_timesteps");
+    prediction_type = s.text("prediction_type");
+    clip_sample = s.flag("clip_sample");
+    clip_sample_range = s.number("clip_sample_range");
+    auto ac = s.numbers("alphas_cumprod");
     if (static_cast<int64_t>(ac.size()) != info.num_train_timesteps)
       throw Error(mpath + ": scheduler.alphas_cumprod has the wrong length");
     alphas_cumprod = at::tensor(std::vector<float>(ac.begin(), ac.end()), at::kFloat).to(device);
-    const auto& d = s.at("ddpm_step");
-    ddpm.sqrt_alpha_prod_t = d.at("sqrt_alpha_prod_t").as_numbers("ddpm_step");
-    ddpm.sqrt_beta_prod_t = d.at("sqrt_beta_prod_t").as_numbers("ddpm_step");
-    ddpm.pred_original_sample_coeff = d.at("pred_original_sample_coeff").as_numbers("ddpm_step");
-    ddpm.current_sample_coeff = d.at("current_sample_coeff").as_numbers("ddpm_step");
-    ddpm.noise_std = d.at("noise_std").as_numbers("ddpm_step");
-    if (static_cast<int64_t>(ddpm.noise_std.size()) != info.num_train_timesteps)
-      throw Error(mpath + ": scheduler.ddpm_step has the wrong length");
+    const auto d = s.sub("ddpm_step");
+    ddpm.sqrt_alpha_prod_t = d.numbers("sqrt_alpha_prod_t");
+    ddpm.sqrt_beta_prod_t = d.numbers("sqrt_beta_prod_t");
+    ddpm.pred_original_sample_coeff = d.numbers("pred_original_sample_coeff");
+    ddpm.current_sample_coeff = d.numbers("current_sample_coeff");
+    ddpm.noise_std = d.numbers("noise_std");
+    for (const auto* v :
+         {&ddpm.sqrt_alpha_prod_t, &ddpm.sqrt_beta_prod_t, &ddpm.pred_original_sample_coeff,
+          &ddpm.current_sample_coeff, &ddpm.noise_std})
+      if (static_cast<int64_t>(v->size()) != info.num_train_timesteps)
+        throw Error(mpath + ": scheduler.ddpm_step has the wrong length");
 
-    const auto& dft = m.at("sampler_defaults");
-    const auto& c = dft.at("cgs");
-    cgs_steps = c.at("steps").as_int("sampler_defaults.cgs.steps");
-    cgs_t0 = c.at("t0").as_int("sampler_defaults.cgs.t0");
-    cgs_guidance = c.at("guidance").as_number("sampler_defaults.cgs.guidance");
-    cgs_eta = c.at("eta").as_number("sampler_defaults.cgs.eta");
-    cgs_refit = c.at("refit").as_bool("sampler_defaults.cgs.refit");
-    cgs_samples = c.at("samples").as_int("sampler_defaults.cgs.samples");
-    const auto& cr = dft.at("cgs-ref");
-    ref_t0 = cr.at("t0").as_int("sampler_defaults.cgs-ref.t0");
-    ref_guidance = cr.at("guidance").as_number("sampler_defaults.cgs-ref.guidance");
+    const auto c = m.sub("sampler_defaults").sub("cgs");
+    cgs_steps = c.integer("steps");
+    cgs_t0 = c.integer("t0");
+    cgs_guidance = c.number("guidance");
+    cgs_eta = c.number("eta");
+    cgs_refit = c.flag("refit");
+    cgs_samples = c.integer("samples");
+    const auto cr = m.sub("sampler_defaults").sub("cgs-ref");
+    ref_t0 = cr.integer("t0");
+    ref_guidance = cr.number("guidance");
 
     // Verify every package before loading any: a tampered file is refused, never run.
-    const auto& pk = m.at("packages");
+    const auto pk = m.sub("packages");
     auto load_pkg = [&](const char* name) {
-      const auto& e = pk.at(name);
-      fs::path f = root / e.at("file").as_string(std::string("packages.") + name + ".file");
+      const auto e = pk.sub(name);
+      fs::path f = root / e.text("file");
       if (!fs::is_regular_file(f)) throw Error(f.string() + ": package file missing");
-      if (sha256_file(f.string()) != e.at("sha256").as_string("sha256"))
+      if (sha256_file(f.string()) != e.text("sha256"))
         throw Error(f.string() + ": sha256 does not match the manifest (file modified or corrupt)");
       return f.string();
     };
@@ -213,8 +216,7 @@ struct Sampler::Impl {
       if (paths[i].empty()) continue;
       slots[i]->loader = open(paths[i]);
       slots[i]->name = names[i];
-      const auto& e = pk.at(names[i]);
-      auto range = e.at("batch_range").as_numbers("packages.batch_range");
+      auto range = pk.sub(names[i]).numbers("batch_range");
       if (range.size() != 2 || range[0] < 1 || range[1] < range[0])
         throw Error(mpath + ": packages." + names[i] + ".batch_range must be [min, max]");
       slots[i]->min_batch = static_cast<int64_t>(range[0]);
