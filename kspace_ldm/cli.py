@@ -45,6 +45,29 @@ def _floats(text: str, name: str) -> list[float]:
     return values
 
 
+#: ``--device cpu|cuda`` (default cpu); check the choice with :func:`_require_device`.
+_device_option = click.option(
+    "--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])
+)
+#: ``--json FILE``: where to write the result as JSON.
+_json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+
+
+def _require_device(device: str) -> None:
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.UsageError("--device cuda: no CUDA device is available")
+
+
+def _write_json(path: Path | None, value) -> None:
+    """Write ``value`` as indented JSON to ``path`` (atomically), unless ``path`` is None."""
+    from kspace_ldm.io import atomic_write_text
+
+    if path is not None:
+        atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+
+
 def _shape(text: str, name: str = "--shape") -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -269,7 +292,7 @@ def inspect(file, png, slice_idx) -> None:
     help="Sampler seed (combined with each file name and slice index).",
 )
 @click.option("--png", is_flag=True, help="Write a PNG preview of each volume's middle slice.")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@_device_option
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -300,16 +323,13 @@ def recon(
     """Reconstruct a fastMRI file or folder INPUT into fastMRI submission files in OUT.
 
     Under torchrun the files of a folder are shared out over the ranks."""
-    import torch
-
     from kspace_ldm.recon import ReconOptions, reconstruct
 
     if sampler is None:
         sampler = "cgs" if model_dir is not None else "zero-filled"
     if sampler != "zero-filled" and model_dir is None:
         raise click.UsageError(f"--sampler {sampler} needs --model RUN_DIR")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda: no CUDA device is available")
+    _require_device(device)
     opts = ReconOptions(
         sampler=sampler,
         mask_type=mask_type,
@@ -366,7 +386,7 @@ def recon(
     default=None,
     help="Only volumes of this acquisition.",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@_json_option
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -470,7 +490,7 @@ def train(stage, config_path, out_dir, resume_dir, overrides) -> None:
 @main.command("export")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@_device_option
 @click.option(
     "--size",
     default=None,
@@ -539,7 +559,7 @@ def export_cmd(run_dir, out_dir, device, size, batch, dynamic_batch, tolerance, 
     default="train",
     show_default=True,
 )
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@_device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @_handle_errors
 def extract_latents(ckpt_dir, data_dir, out_dir, partition, device, batch_size) -> None:
@@ -561,7 +581,7 @@ def extract_latents(ckpt_dir, data_dir, out_dir, partition, device, batch_size) 
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("data_dir", type=click.Path(exists=True, path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@_device_option
 @click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path))
 @_handle_errors
 def eval_ae(model_dir, data_dir, out_dir, device, md_path) -> None:
@@ -582,24 +602,19 @@ def bench() -> None:
 
 
 @bench.command("ops")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@_device_option
+@_json_option
 @click.option("--repeats", type=click.IntRange(min=3), default=15, show_default=True)
 @click.option("--only", multiple=True, help="Benchmark only these ops (repeatable).")
 @_handle_errors
 def bench_ops(device, json_path, repeats, only) -> None:
     """Time each fused kldm op against its eager twin at fastMRI sizes; medians after warm-up."""
-    import torch
-
     from kspace_ldm.bench import ops as bench_ops_mod
-    from kspace_ldm.io import atomic_write_text
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda: no CUDA device is available")
+    _require_device(device)
     result = bench_ops_mod.run(device, repeats=repeats, only=list(only) or None)
     click.echo(bench_ops_mod.format_table(result))
-    if json_path is not None:
-        atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+    _write_json(json_path, result)
 
 
 @bench.command("sampler")
@@ -621,20 +636,18 @@ def bench_ops(device, json_path, repeats, only) -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="cgs DDIM steps.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@_json_option
 @_handle_errors
 def bench_sampler(export_dir, run_dir, sampler, steps, repeats, batch_size, json_path) -> None:
     """Seconds per slice of --backend python and --backend cpp side by side, and the time inside
     the network evaluations."""
     from kspace_ldm.bench import sampler as bench_sampler_mod
-    from kspace_ldm.io import atomic_write_text
 
     result = bench_sampler_mod.run(
         export_dir, run_dir, sampler, steps, repeats, batch_size, log=click.echo
     )
     click.echo(bench_sampler_mod.format_table(result))
-    if json_path is not None:
-        atomic_write_text(json_path, json.dumps(result, indent=2) + "\n")
+    _write_json(json_path, result)
 
 
 @bench.command("untrained-run")
@@ -670,20 +683,18 @@ def bench_untrained_run(ae_config, ldm_config, out_dir, coils, size) -> None:
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@_device_option
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="CPU threads (0: torch's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+@_json_option
 @_handle_errors
 def bench_train(configs, size, batch_size, steps, device, threads, overrides, json_path) -> None:
     """Training samples/s and peak memory of each first-stage config at a stated input size."""
     import torch
 
     from kspace_ldm.bench import train as bench_train_mod
-    from kspace_ldm.io import atomic_write_text
 
-    if device == "cuda" and not torch.cuda.is_available():
-        raise click.UsageError("--device cuda: no CUDA device is available")
+    _require_device(device)
     try:
         dims = tuple(int(v) for v in size.lower().split("x"))
         if len(dims) != 3 or min(dims) < 1:
@@ -695,8 +706,7 @@ def bench_train(configs, size, batch_size, steps, device, threads, overrides, js
     )
     click.echo(f"device: {rows[0]['device']}, torch {torch.__version__}, median of {steps} steps")
     click.echo(bench_train_mod.format_table(rows))
-    if json_path is not None:
-        atomic_write_text(json_path, json.dumps(rows, indent=2) + "\n")
+    _write_json(json_path, rows)
 
 
 # --------------------------------------------------------------------------------------------

@@ -398,12 +398,7 @@ def _read_volume(f: h5py.File, key: str, path: Path, what: str) -> np.ndarray:
     if obj.dtype.kind not in "fiu":
         raise InputError(path, f"'{key}' has dtype {obj.dtype}; expected real {what} images")
     arr = obj[()]
-    if arr.size == 0:
-        raise InputError(path, f"'{key}' is empty (shape {arr.shape})")
-    if arr.dtype.kind == "f":
-        n_bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
-        if n_bad:
-            raise InputError(path, f"'{key}' contains {n_bad} non-finite values (NaN or Inf)")
+    _metrics._check_values(arr, f"'{key}'", path)
     return arr
 
 

@@ -77,13 +77,18 @@ def _as_volume(x: Any, name: str, source: str | Path | None) -> np.ndarray:
         raise InputError(
             source, f"{name} has shape {arr.shape}; expected [slices, H, W] (3 dimensions)"
         )
+    _check_values(arr, name, source)
+    return arr
+
+
+def _check_values(arr: np.ndarray, name: str, source: str | Path | None) -> None:
+    """Raise InputError if ``arr`` is empty or holds NaN or Inf."""
     if arr.size == 0:
         raise InputError(source, f"{name} is empty (shape {arr.shape})")
     if arr.dtype.kind == "f":
         n_bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
         if n_bad:
             raise InputError(source, f"{name} contains {n_bad} non-finite values (NaN or Inf)")
-    return arr
 
 
 def _check_pair(gt: Any, pred: Any, source: str | Path | None) -> tuple[np.ndarray, np.ndarray]:

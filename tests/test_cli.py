@@ -11,21 +11,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from cli_runner import run
 
-from kspace_ldm.cli import main
 from kspace_ldm.data.fastmri import FastMRIFile, read_reconstruction
 from kspace_ldm.physics.transforms import zero_filled
 
 SHAPE = "64x48"
 RECON = 32
-
-
-def run(*args: str, ok: bool = True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from cli_runner import run
 
-from kspace_ldm.cli import main
 from kspace_ldm.data.synth import _file_numbers
 from kspace_ldm.demo import DEFAULT_SEED
 from kspace_ldm.errors import InputError
@@ -31,13 +30,6 @@ from kspace_ldm.pretrained import (
 from kspace_ldm.training.evaluate import load_first_stage
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(*args, ok: bool = True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 @pytest.fixture

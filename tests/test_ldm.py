@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_runner import run
 from tiny_models import tiny_sampler
 
-from kspace_ldm.cli import main
 from kspace_ldm.data.fastmri import FastMRIFile, read_reconstruction
 from kspace_ldm.data.masks import create_mask
 from kspace_ldm.errors import InputError
@@ -24,13 +23,6 @@ from kspace_ldm.physics.transforms import kspace_to_image
 from kspace_ldm.sampling.cgs import SamplerOptions
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def run(*args, ok: bool = True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 def phantom_kspace(batch: int, coils: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

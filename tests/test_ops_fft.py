@@ -223,16 +223,6 @@ def test_reused_input_buffer_never_leaks():
     assert all(ok)
 
 
-@pytest.fixture
-def one_thread():
-    # MKL's threaded FFT costs ~10 ms per call on tiny tensors when the 2 cores are busy (OpenMP
-    # barrier); the numerical gradient checks make thousands of calls, so they run on one thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_opcheck(one_thread):
     gen = _gen("opcheck")
     x = torch.randn(2, 3, 5, 4, dtype=torch.complex64, generator=gen)

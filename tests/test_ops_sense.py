@@ -169,16 +169,6 @@ def test_rss_matches_twin(dtype, device):
     assert _rel_err(ops.rss(nc), ref.rss(nc.contiguous())) < 1e-6
 
 
-@pytest.fixture
-def one_thread():
-    # MKL's threaded FFT costs ~10 ms per call on tiny tensors when the 2 cores are busy (OpenMP
-    # barrier); the numerical gradient checks make thousands of calls, so they run on one thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_opcheck(one_thread):
     gen = _gen("opcheck")
     dt = torch.complex64

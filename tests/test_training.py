@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from cli_runner import run
 from safetensors.torch import load_file
 
-from kspace_ldm.cli import main
 from kspace_ldm.config import load_config
 from kspace_ldm.errors import InputError
 
@@ -24,13 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 TINY = CONFIGS / "tiny_ae_kl.yaml"
 KLDM = [sys.executable, "-m", "kspace_ldm.cli"]
-
-
-def run(*args, ok: bool = True):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    if ok:
-        assert result.exit_code == 0, result.output + repr(result.exception)
-    return result
 
 
 @pytest.fixture(scope="module")

@@ -83,18 +83,7 @@ def bench_config(
         torch.cuda.reset_peak_memory_stats(dev)
 
     def step() -> None:
-        x, stats = normalizer.normalize(k)
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_bf16):
-            x_hat, enc = model(x)
-        loss, _, imgs = loss_fn.generator_loss(
-            x,
-            x_hat.float(),
-            enc,
-            stats,
-            crop,
-            step=10**9,
-            last_layer=model.last_layer if disc is not None else None,
-        )
+        loss, _, imgs = loss_fn.model_loss(model, k, crop, step=10**9, bf16=use_bf16)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

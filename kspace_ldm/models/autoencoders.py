@@ -158,6 +158,23 @@ def _check_groups(channels: Sequence[int], groups: int) -> None:
         )
 
 
+def _set_levels(
+    model: FirstStageModel,
+    in_channels: int,
+    block_out_channels: Sequence[int],
+    latent_channels: int,
+    norm_num_groups: int,
+) -> tuple[tuple[int, ...], int]:
+    """Check and store the sizes of a diffusers-style model; returns ``(channels, levels)``."""
+    block_out_channels = tuple(int(c) for c in block_out_channels)
+    _check_groups(block_out_channels, norm_num_groups)
+    n = len(block_out_channels)
+    model.in_channels = in_channels
+    model.latent_channels = latent_channels
+    model.downsample = 2 ** (n - 1)
+    return block_out_channels, n
+
+
 # ---------------------------------------------------------------------------------------------
 # Plain autoencoder (AE / SAE)
 # ---------------------------------------------------------------------------------------------
@@ -189,12 +206,9 @@ class KspaceAutoencoder(FirstStageModel):
         mid_block_attention: bool = True,
     ):
         super().__init__()
-        block_out_channels = tuple(int(c) for c in block_out_channels)
-        _check_groups(block_out_channels, norm_num_groups)
-        n = len(block_out_channels)
-        self.in_channels = in_channels
-        self.latent_channels = latent_channels
-        self.downsample = 2 ** (n - 1)
+        block_out_channels, n = _set_levels(
+            self, in_channels, block_out_channels, latent_channels, norm_num_groups
+        )
         self.encoder = Encoder(
             in_channels=in_channels,
             out_channels=latent_channels,
@@ -264,12 +278,9 @@ class KspaceAutoencoderKL(FirstStageModel):
         sample_posterior: bool = True,
     ):
         super().__init__()
-        block_out_channels = tuple(int(c) for c in block_out_channels)
-        _check_groups(block_out_channels, norm_num_groups)
-        n = len(block_out_channels)
-        self.in_channels = in_channels
-        self.latent_channels = latent_channels
-        self.downsample = 2 ** (n - 1)
+        block_out_channels, n = _set_levels(
+            self, in_channels, block_out_channels, latent_channels, norm_num_groups
+        )
         self.sample_posterior = bool(sample_posterior)
         self.vae = AutoencoderKL(
             in_channels=in_channels,

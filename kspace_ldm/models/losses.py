@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
-from .autoencoders import Encoded
+from .autoencoders import Encoded, FirstStageModel
 from .discriminator import NLayerDiscriminator, hinge_d_loss, hinge_g_loss
 from .kspace_norm import KspaceNormalizer, NormStats
 
@@ -215,6 +215,34 @@ class FirstStageLoss(nn.Module):
             logs["d_weight"] = d_weight.detach()
         logs["loss"] = loss.detach()
         return loss, logs, imgs
+
+    def model_loss(
+        self,
+        model: FirstStageModel,
+        kspace: torch.Tensor,
+        crop: tuple[int, int] | None,
+        step: int,
+        *,
+        forward: nn.Module | None = None,
+        bf16: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
+        """The generator half of a training step: normalise complex ``kspace``, reconstruct it
+        with ``forward`` (default ``model``, e.g. its DDP wrapper) under bf16 autocast when
+        ``bf16``, and return :meth:`generator_loss` of the result (the adaptive GAN weight taken
+        at ``model.last_layer``)."""
+        x, stats = self.normalizer.normalize(kspace)
+        net = model if forward is None else forward
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            x_hat, enc = net(x)
+        return self.generator_loss(
+            x,
+            x_hat.float(),
+            enc,
+            stats,
+            crop,
+            step,
+            last_layer=model.last_layer if self.discriminator is not None else None,
+        )
 
     def _adaptive_weight(
         self, rec_loss: torch.Tensor, g_loss: torch.Tensor, last_layer: torch.Tensor | None

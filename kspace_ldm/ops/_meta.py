@@ -9,17 +9,21 @@ from __future__ import annotations
 import torch
 
 
-@torch.library.register_fake("kldm::dc_project")
-def _dc_project_fake(pred, measured, mask, weight=1.0):
-    torch._check(pred.is_complex(), lambda: f"dc_project: pred must be complex, got {pred.dtype}")
+def _check_pred_measured_fake(op, pred, measured):
+    torch._check(pred.is_complex(), lambda: f"{op}: pred must be complex, got {pred.dtype}")
     torch._check(
         measured.shape == pred.shape,
-        lambda: f"dc_project: measured shape {tuple(measured.shape)} != pred {tuple(pred.shape)}",
+        lambda: f"{op}: measured shape {tuple(measured.shape)} != pred {tuple(pred.shape)}",
     )
     torch._check(
         measured.dtype == pred.dtype,
-        lambda: f"dc_project: measured must have pred's dtype {pred.dtype}",
+        lambda: f"{op}: measured must have pred's dtype {pred.dtype}",
     )
+
+
+@torch.library.register_fake("kldm::dc_project")
+def _dc_project_fake(pred, measured, mask, weight=1.0):
+    _check_pred_measured_fake("dc_project", pred, measured)
     torch._check(1 <= mask.dim() <= pred.dim(), lambda: "dc_project: mask rank")
     return torch.empty(pred.shape, dtype=pred.dtype, device=pred.device)
 
@@ -119,15 +123,7 @@ def _ddim_step_fake(
 
 @torch.library.register_fake("kldm::dc_residual")
 def _dc_residual_fake(pred, measured, mask):
-    torch._check(pred.is_complex(), lambda: f"dc_residual: pred must be complex, got {pred.dtype}")
-    torch._check(
-        measured.shape == pred.shape,
-        lambda: f"dc_residual: measured shape {tuple(measured.shape)} != pred {tuple(pred.shape)}",
-    )
-    torch._check(
-        measured.dtype == pred.dtype,
-        lambda: f"dc_residual: measured must have pred's dtype {pred.dtype}",
-    )
+    _check_pred_measured_fake("dc_residual", pred, measured)
     torch._check(pred.dim() >= 2, lambda: "dc_residual: pred must be [..., H, W]")
     torch._check(1 <= mask.dim() <= pred.dim(), lambda: "dc_residual: mask rank")
     r = torch.empty(pred.shape, dtype=pred.dtype, device=pred.device)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import time
 from pathlib import Path
 
@@ -37,14 +36,19 @@ from ..models.ldm import EMA, LDM_META, build_noise_scheduler, build_unet
 from . import checkpoint as ckpt
 from .data import StepBatchSampler
 from .trainer import (
-    LRSchedule,
     TrainResult,
+    _after_step,
     _barrier,
     _check_replicas,
-    _init_distributed,
+    _close_outputs,
+    _load_latest,
+    _lr_scheduler,
     _mean_across_ranks,
+    _open_outputs,
     _optimizer,
-    _prepare_run_dir,
+    _scheduler_state,
+    _start_run,
+    _wrap_ddp,
 )
 
 __all__ = ["LatentDataset", "diffusion_loss", "train_ldm"]
@@ -132,12 +136,7 @@ def train_ldm(
 ) -> TrainResult:
     """Train the latent denoiser; see the module docstring. Call once per process."""
     t_start = time.perf_counter()
-    run_dir = _prepare_run_dir(
-        cfg, None if out is None else Path(out), None if resume is None else Path(resume)
-    )
-    d, device = _init_distributed(cfg.train.device)
-    if cfg.train.num_threads > 0:
-        torch.set_num_threads(cfg.train.num_threads)
+    run_dir, d, device = _start_run(cfg, out, resume)
     tc, lc = cfg.train, cfg.ldm
 
     stats = load_latent_stats(Path(cfg.data.train).parent)
@@ -156,6 +155,7 @@ def train_ldm(
         "norm_ratio": stats.get("norm_ratio"),
         "latent_stats": stats.get("latent"),
     }
+    meta_text = json.dumps(meta, indent=2) + "\n"
 
     torch.manual_seed(tc.seed)
     unet = build_unet(lc, latent_channels).to(device)
@@ -164,39 +164,28 @@ def train_ldm(
     ema = EMA(unet, lc.ema_decay, lc.ema_warmup) if lc.ema_decay > 0 else None
     opt = _optimizer(unet.parameters(), cfg)
     o = cfg.optim
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        LRSchedule(o.scheduler, tc.max_steps, o.warmup_steps, o.min_lr_ratio, o.step_size, o.gamma),
-    )
+    sched = _lr_scheduler(opt, cfg)
 
     start_step, best, best_step = 0, math.inf, -1
-    if resume is not None:
-        latest = ckpt.latest_checkpoint(run_dir)
-        if latest is not None:
-            c = ckpt.load_checkpoint(latest)
-            unet.load_state_dict(c.model)
-            opt.load_state_dict(c.optim["optimizer"])
-            sched.load_state_dict({**c.optim["scheduler"], "lr_lambdas": [None]})
-            if ema is not None:
-                if "ema" not in c.extra:
-                    raise InputError(latest, "has no EMA weights but the config uses EMA")
-                ema.load_state_dict(c.extra["ema"], c.state.get("ema_updates", c.step))
-            start_step = c.step
-            best = c.state.get("best_val_loss") or math.inf
-            best_step = c.state.get("best_step", -1)
-            if abs(c.state.get("scale_factor", scale) - scale) > 1e-12 * scale:
-                raise InputError(latest, "the latent scale factor changed since the run started")
+    loaded = _load_latest(run_dir, unet, opt, sched) if resume is not None else None
+    if loaded is not None:
+        latest, c = loaded
+        if ema is not None:
+            if "ema" not in c.extra:
+                raise InputError(latest, "has no EMA weights but the config uses EMA")
+            ema.load_state_dict(c.extra["ema"], c.state.get("ema_updates", c.step))
+        start_step = c.step
+        best = c.state.get("best_val_loss") or math.inf
+        best_step = c.state.get("best_step", -1)
+        if abs(c.state.get("scale_factor", scale) - scale) > 1e-12 * scale:
+            raise InputError(latest, "the latent scale factor changed since the run started")
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
-        atomic_write_text(run_dir / LDM_META, json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(run_dir / LDM_META, meta_text)
     _barrier(d)
 
-    ddp: nn.Module = unet
-    if d.enabled:
-        ddp = nn.parallel.DistributedDataParallel(
-            unet, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    ddp = _wrap_ddp(unet, d, device)
     sampler = StepBatchSampler(
         len(train_ds), cfg.data.batch_size, tc.seed, start_step, tc.max_steps, d.rank, d.world_size
     )
@@ -204,21 +193,7 @@ def train_ldm(
         train_ds, batch_sampler=sampler, num_workers=0, collate_fn=_collate
     )
 
-    logger = bar = None
-    if d.is_main:
-        from .logging import RunLogger
-
-        logger = RunLogger(
-            run_dir,
-            resume_step=start_step if resume is not None else None,
-            config=config_to_dict(cfg),
-            wandb=tc.wandb,
-            wandb_project=tc.wandb_project,
-        )
-        if tc.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=tc.max_steps, initial=start_step, desc="train ldm", unit="step")
+    logger, bar = _open_outputs(run_dir, cfg, d, start_step, resume is not None, desc="train ldm")
 
     last_val: dict[str, float] = {}
     fault_step = int(os.environ.get("KLDM_FAULT_KILL_AT_STEP", "-1"))
@@ -226,11 +201,17 @@ def train_ldm(
     step = start_step
     unet.train()
 
-    def ema_weights() -> dict[str, torch.Tensor]:
-        return ema.state_dict() if ema is not None else unet.state_dict()
+    def save_best(metrics: dict[str, float]) -> None:
+        ckpt.save_best(
+            run_dir,
+            unet.state_dict(),
+            config_to_yaml(cfg),
+            metrics,
+            extra={"ema": ema.state_dict()} if ema is not None else None,
+        )
+        atomic_write_text(run_dir / "best" / LDM_META, meta_text)
 
     def save(step_done: int) -> None:
-        sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
         state = {
             "best_val_loss": None if best == math.inf else best,
             "best_step": best_step,
@@ -244,12 +225,14 @@ def train_ldm(
             run_dir,
             step_done,
             unet.state_dict(),
-            {"optimizer": opt.state_dict(), "scheduler": sched_state},
+            {"optimizer": opt.state_dict(), "scheduler": _scheduler_state(sched)},
             state,
             keep=tc.keep_checkpoints,
             extra={"ema": ema.state_dict()} if ema is not None else None,
         )
-        atomic_write_text(path / LDM_META, json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(path / LDM_META, meta_text)
+        if val_ds is None:  # no validation: the latest weights are the export
+            save_best({"step": step_done})
 
     def validate(step_done: int) -> None:
         nonlocal last_val, best, best_step
@@ -265,14 +248,7 @@ def train_ldm(
             key = last_val.get("ema_loss", last_val["loss"])
             if step_done > 0 and key < best:
                 best, best_step = key, step_done
-                ckpt.save_best(
-                    run_dir,
-                    unet.state_dict(),
-                    config_to_yaml(cfg),
-                    {"step": step_done, **last_val},
-                    extra={"ema": ema_weights()} if ema is not None else None,
-                )
-                atomic_write_text(run_dir / "best" / LDM_META, json.dumps(meta, indent=2) + "\n")
+                save_best({"step": step_done, **last_val})
             if bar is not None:
                 bar.write(f"[val] step {step_done}: " + ", ".join(
                     f"{k} {v:.5f}" for k, v in last_val.items()))  # fmt: skip
@@ -314,30 +290,9 @@ def train_ldm(
                 sums, n_logged, t_log = 0.0, 0, time.perf_counter()
             if bar is not None:
                 bar.update(1)
-            if val_ds is not None and (step % tc.val_every == 0 or step == tc.max_steps):
-                validate(step)
-            if step % tc.ckpt_every == 0 or step == tc.max_steps:
-                if d.is_main:
-                    save(step)
-                    if val_ds is None:  # no validation: the latest weights are the export
-                        ckpt.save_best(
-                            run_dir,
-                            unet.state_dict(),
-                            config_to_yaml(cfg),
-                            {"step": step},
-                            extra={"ema": ema_weights()} if ema is not None else None,
-                        )
-                        atomic_write_text(
-                            run_dir / "best" / LDM_META, json.dumps(meta, indent=2) + "\n"
-                        )
-                _barrier(d)
-            if step == fault_step:
-                os.kill(os.getpid(), signal.SIGKILL)
+            _after_step(step, tc, d, validate if val_ds is not None else None, save, fault_step)
     finally:
-        if bar is not None:
-            bar.close()
-        if logger is not None:
-            logger.close()
+        _close_outputs(logger, bar)
     return TrainResult(
         run_dir=run_dir,
         step=step,

@@ -35,7 +35,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..config import TrainConfig, config_from_dict, config_to_dict, config_to_yaml, load_config
+from ..config import (
+    RunConfig,
+    TrainConfig,
+    config_from_dict,
+    config_to_dict,
+    config_to_yaml,
+    load_config,
+)
 from ..errors import InputError
 from ..io import atomic_write_text
 from ..metrics import nmse, psnr, ssim
@@ -153,6 +160,32 @@ def _unwrap(model: nn.Module) -> FirstStageModel:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
+def _lr_scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    o = cfg.optim
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        LRSchedule(
+            o.scheduler, cfg.train.max_steps, o.warmup_steps, o.min_lr_ratio, o.step_size, o.gamma
+        ),
+    )
+
+
+def _scheduler_state(sched: torch.optim.lr_scheduler.LambdaLR) -> dict:
+    # The schedule's shape comes from the config (so --resume --set train.max_steps=... takes
+    # effect); only the scheduler's position is state.
+    return {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
+
+
+def _wrap_ddp(model: nn.Module, d: _Dist, device: torch.device) -> nn.Module:
+    if not d.enabled:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +275,79 @@ def _prepare_run_dir(cfg: TrainConfig, out: Path | None, resume: Path | None) ->
     return out
 
 
+def _start_run(
+    cfg: TrainConfig, out: str | Path | None, resume: str | Path | None
+) -> tuple[Path, _Dist, torch.device]:
+    """The run directory (checked), the process group and device, and torch's thread count."""
+    run_dir = _prepare_run_dir(
+        cfg, None if out is None else Path(out), None if resume is None else Path(resume)
+    )
+    d, device = _init_distributed(cfg.train.device)
+    if cfg.train.num_threads > 0:
+        torch.set_num_threads(cfg.train.num_threads)
+    return run_dir, d, device
+
+
+def _load_latest(
+    run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, sched
+) -> tuple[Path, ckpt.Checkpoint] | None:
+    """Restore the weights, optimiser and LR-scheduler position of the run's latest checkpoint;
+    returns ``(its path, the checkpoint)`` for the caller's own state, or ``None`` if there is
+    none yet."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    if latest is None:
+        return None
+    c = ckpt.load_checkpoint(latest)
+    model.load_state_dict(c.model)
+    opt.load_state_dict(c.optim["optimizer"])
+    sched.load_state_dict({**c.optim["scheduler"], "lr_lambdas": [None]})
+    return latest, c
+
+
+def _open_outputs(
+    run_dir: Path, cfg: TrainConfig, d: _Dist, start_step: int, resumed: bool, **bar_args
+):
+    """Rank 0's run logger and (``train.progress``) tqdm bar, ``(None, None)`` elsewhere."""
+    if not d.is_main:
+        return None, None
+    from .logging import RunLogger
+
+    tc = cfg.train
+    logger = RunLogger(
+        run_dir,
+        resume_step=start_step if resumed else None,
+        config=config_to_dict(cfg),
+        wandb=tc.wandb,
+        wandb_project=tc.wandb_project,
+    )
+    bar = None
+    if tc.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=tc.max_steps, initial=start_step, unit="step", **bar_args)
+    return logger, bar
+
+
+def _after_step(step: int, tc: RunConfig, d: _Dist, validate, save, fault_step: int) -> None:
+    """What follows training step ``step``: ``validate(step)`` (``None`` without validation data)
+    and rank 0's ``save(step)`` when due, then the fault injection (``KLDM_FAULT_KILL_AT_STEP``)."""
+    if validate is not None and (step % tc.val_every == 0 or step == tc.max_steps):
+        validate(step)
+    if step % tc.ckpt_every == 0 or step == tc.max_steps:
+        if d.is_main:
+            save(step)
+        _barrier(d)
+    if step == fault_step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _close_outputs(logger, bar) -> None:
+    if bar is not None:
+        bar.close()
+    if logger is not None:
+        logger.close()
+
+
 def load_run_config(run_dir: Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """The config a run was started with, plus ``overrides`` (for ``--resume``)."""
     return load_config(run_dir / "config.yaml", overrides)
@@ -254,12 +360,7 @@ def train(
 ) -> TrainResult:
     """Train a first-stage model; see the module docstring. Call once per process."""
     t_start = time.perf_counter()
-    run_dir = _prepare_run_dir(
-        cfg, None if out is None else Path(out), None if resume is None else Path(resume)
-    )
-    d, device = _init_distributed(cfg.train.device)
-    if cfg.train.num_threads > 0:
-        torch.set_num_threads(cfg.train.num_threads)
+    run_dir, d, device = _start_run(cfg, out, resume)
     tc = cfg.train
     use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
 
@@ -299,28 +400,21 @@ def train(
     disc = loss_fn.discriminator
     opt = _optimizer(model.parameters(), cfg)
     o = cfg.optim
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        LRSchedule(o.scheduler, tc.max_steps, o.warmup_steps, o.min_lr_ratio, o.step_size, o.gamma),
-    )
+    sched = _lr_scheduler(opt, cfg)
     disc_opt = _optimizer(disc.parameters(), cfg, loss_cfg.disc_lr) if disc is not None else None
 
     start_step, best_ssim, best_step = 0, -math.inf, -1
-    if resume is not None:
-        latest = ckpt.latest_checkpoint(run_dir)
-        if latest is not None:
-            c = ckpt.load_checkpoint(latest)
-            model.load_state_dict(c.model)
-            opt.load_state_dict(c.optim["optimizer"])
-            sched.load_state_dict({**c.optim["scheduler"], "lr_lambdas": [None]})
-            if disc is not None:
-                if c.discriminator is None:
-                    raise InputError(latest, "has no discriminator weights but the config uses one")
-                disc.load_state_dict(c.discriminator)
-                disc_opt.load_state_dict(c.optim["disc_optimizer"])
-            start_step = c.step
-            best_ssim = c.state.get("best_ssim", -math.inf) or -math.inf
-            best_step = c.state.get("best_step", -1)
+    loaded = _load_latest(run_dir, model, opt, sched) if resume is not None else None
+    if loaded is not None:
+        latest, c = loaded
+        if disc is not None:
+            if c.discriminator is None:
+                raise InputError(latest, "has no discriminator weights but the config uses one")
+            disc.load_state_dict(c.discriminator)
+            disc_opt.load_state_dict(c.optim["disc_optimizer"])
+        start_step = c.step
+        best_ssim = c.state.get("best_ssim", -math.inf) or -math.inf
+        best_step = c.state.get("best_step", -1)
     if start_step >= tc.max_steps and d.is_main:
         print(f"[train] {run_dir}: already at step {start_step} >= max_steps {tc.max_steps}")
     if d.is_main:
@@ -328,11 +422,7 @@ def train(
         atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
     _barrier(d)
 
-    ddp_model: nn.Module = model
-    if d.enabled:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    ddp_model = _wrap_ddp(model, d, device)
 
     sampler = StepBatchSampler(
         len(train_ds), cfg.data.batch_size, tc.seed, start_step, tc.max_steps, d.rank, d.world_size
@@ -346,24 +436,9 @@ def train(
         persistent_workers=False,
     )
 
-    logger = None
-    if d.is_main:
-        from .logging import RunLogger
-
-        logger = RunLogger(
-            run_dir,
-            resume_step=start_step if resume is not None else None,
-            config=config_to_dict(cfg),
-            wandb=tc.wandb,
-            wandb_project=tc.wandb_project,
-        )
-    bar = None
-    if d.is_main and tc.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=tc.max_steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True
-        )
+    logger, bar = _open_outputs(
+        run_dir, cfg, d, start_step, resume is not None, desc="train", dynamic_ncols=True
+    )
 
     fault_step = int(os.environ.get("KLDM_FAULT_KILL_AT_STEP", "-1"))
     last_val: dict[str, float] = {}
@@ -373,10 +448,7 @@ def train(
     model.train()
 
     def save(step_done: int) -> None:
-        # The schedule's shape comes from the config (so --resume --set train.max_steps=... takes
-        # effect); only the scheduler's position is state.
-        sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
-        optim_state = {"optimizer": opt.state_dict(), "scheduler": sched_state}
+        optim_state = {"optimizer": opt.state_dict(), "scheduler": _scheduler_state(sched)}
         if disc_opt is not None:
             optim_state["disc_optimizer"] = disc_opt.state_dict()
         state = {
@@ -431,17 +503,8 @@ def train(
             # Per-step seeding: posterior samples / dropout depend only on (seed, step, rank).
             torch.manual_seed((tc.seed * 1_000_003 + step) * 8191 + d.rank)
             k = batch["kspace"].to(device, non_blocking=True)
-            x, stats = normalizer.normalize(k)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                x_hat, enc = ddp_model(x)
-            loss, logs, imgs = loss_fn.generator_loss(
-                x,
-                x_hat.float(),
-                enc,
-                stats,
-                batch["crop"],
-                step,
-                last_layer=model.last_layer if disc is not None else None,
+            loss, logs, imgs = loss_fn.model_loss(
+                model, k, batch["crop"], step, forward=ddp_model, bf16=use_bf16
             )
             if not torch.isfinite(loss):
                 raise InputError("train", f"loss is {loss.item()} at step {step}; lower optim.lr")
@@ -481,20 +544,9 @@ def train(
                 sums, n_logged, t_log, samples_log = {}, 0, time.perf_counter(), 0
             if bar is not None:
                 bar.update(1)
-
-            if val_ds is not None and (step % tc.val_every == 0 or step == tc.max_steps):
-                validate(step)
-            if step % tc.ckpt_every == 0 or step == tc.max_steps:
-                if d.is_main:
-                    save(step)
-                _barrier(d)
-            if step == fault_step:
-                os.kill(os.getpid(), signal.SIGKILL)
+            _after_step(step, tc, d, validate if val_ds is not None else None, save, fault_step)
     finally:
-        if bar is not None:
-            bar.close()
-        if logger is not None:
-            logger.close()
+        _close_outputs(logger, bar)
 
     if d.enabled and tc.check_replicas:
         diff = _check_replicas(model, device, step)
