@@ -213,12 +213,12 @@ def test_broken_manifest_is_refused(single, tmp_path):
     m = json.loads((single[1] / "manifest.json").read_text())
     del m["scheduler"]["ddpm_step"]["noise_std"]  # errors name the full key path
     (d / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(InputError, match="missing key 'scheduler.ddpm_step.noise_std'"):
+    with pytest.raises(InputError, match=r"missing key 'scheduler\.ddpm_step\.noise_std'"):
         CppSampler(d)
     m = json.loads((single[1] / "manifest.json").read_text())
     m["packages"]["denoiser"]["batch_range"] = "1"
     (d / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(InputError, match="packages.denoiser.batch_range must be an array"):
+    with pytest.raises(InputError, match=r"packages\.denoiser\.batch_range must be an array"):
         CppSampler(d)
 
 
