@@ -394,3 +394,25 @@ def test_cuda_export_matches_python_on_cuda(tmp_path, dynamic):
                 assert status["error"] == "" and status["captured"] >= 4, status
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@pytest.mark.slow
+def test_bench_sampler_cli_records_both_backends(tmp_path):
+    # The benchmark the GPU check runs (scripts/gpu_check.sh, stage sampler), on tiny untrained
+    # networks: untrained run -> export without the VJP -> kldm bench sampler --json.
+    from cli_runner import run
+
+    root = Path(__file__).resolve().parents[1]
+    run("bench", "untrained-run", "--ae-config", root / "configs/tiny_ae_kl.yaml",
+        "--ldm-config", root / "configs/tiny_ldm.yaml", "--out", tmp_path / "r",
+        "--size", "32x24")  # fmt: skip
+    run("export", tmp_path / "r/ldm", "--out", tmp_path / "e", "--size", "32x24", "--no-guidance")
+    out = run("bench", "sampler", "--model", tmp_path / "e", "--steps", "2", "--repeats", "1",
+              "--json", tmp_path / "b.json").output  # fmt: skip
+    r = json.loads((tmp_path / "b.json").read_text())
+    assert r["device_type"] == "cpu" and r["steps"] == 2 and r["size"] == [1, 32, 24]
+    assert r["python_s_per_slice"] > 0 and r["cpp_s_per_slice"] > 0
+    assert r["speedup"] == pytest.approx(r["python_s_per_slice"] / r["cpp_s_per_slice"])
+    assert 0 < r["network_s_per_slice"] and 0 <= r["overhead_fraction"] < 1
+    assert "cuda_graphs" not in r  # CPU: no graph columns
+    assert "| cpp |" in out and "| python |" in out
