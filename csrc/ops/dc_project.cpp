@@ -80,6 +80,16 @@ DcProjectLayout dc_project_layout(const at::Tensor& pred, const at::Tensor& mask
   return L;
 }
 
+MaskedKspaceIO prepare_masked_kspace(const at::Tensor& pred, const at::Tensor& measured,
+                                     const at::Tensor& mask) {
+  MaskedKspaceIO io;
+  io.pred = pred.contiguous();
+  io.measured = measured.contiguous();
+  io.mask = dc_project_mask(io.pred, mask);
+  io.out = at::empty_like(io.pred, at::MemoryFormat::Contiguous);
+  return io;
+}
+
 }  // namespace detail
 
 namespace {
@@ -142,17 +152,15 @@ void dc_project_cpu_loop(const T* pred, const T* meas, const M* mask, T weight, 
 at::Tensor dc_project_cpu(const at::Tensor& pred_in, const at::Tensor& measured_in,
                           const at::Tensor& mask_in, double weight) {
   detail::check_dc_project_args(pred_in, measured_in, mask_in, weight);
-  const at::Tensor pred = pred_in.contiguous();
-  const at::Tensor measured = measured_in.contiguous();
-  const at::Tensor mask = detail::dc_project_mask(pred, mask_in);
-  const DcProjectLayout L = detail::dc_project_layout(pred, mask);
-  at::Tensor out = at::empty_like(pred, at::MemoryFormat::Contiguous);
-  if (pred.numel() == 0) return out;
-  AT_DISPATCH_COMPLEX_TYPES(pred.scalar_type(), "dc_project_cpu", [&] {
+  const auto io = detail::prepare_masked_kspace(pred_in, measured_in, mask_in);
+  const DcProjectLayout L = detail::dc_project_layout(io.pred, io.mask);
+  if (io.pred.numel() == 0) return io.out;
+  AT_DISPATCH_COMPLEX_TYPES(io.pred.scalar_type(), "dc_project_cpu", [&] {
     using T = typename scalar_t::value_type;
-    const T* p = reinterpret_cast<const T*>(pred.const_data_ptr<scalar_t>());
-    const T* q = reinterpret_cast<const T*>(measured.const_data_ptr<scalar_t>());
-    T* y = reinterpret_cast<T*>(out.mutable_data_ptr<scalar_t>());
+    const T* p = reinterpret_cast<const T*>(io.pred.const_data_ptr<scalar_t>());
+    const T* q = reinterpret_cast<const T*>(io.measured.const_data_ptr<scalar_t>());
+    T* y = reinterpret_cast<T*>(io.out.mutable_data_ptr<scalar_t>());
+    const at::Tensor& mask = io.mask;
     if (mask.scalar_type() == at::kBool && weight == 1.0) {
       dc_replace_cpu_loop<T>(p, q, mask.const_data_ptr<bool>(), y, L);
     } else if (mask.scalar_type() == at::kBool) {
@@ -161,7 +169,7 @@ at::Tensor dc_project_cpu(const at::Tensor& pred_in, const at::Tensor& measured_
       dc_project_cpu_loop<T, T>(p, q, mask.const_data_ptr<T>(), static_cast<T>(weight), y, L);
     }
   });
-  return out;
+  return io.out;
 }
 
 }  // namespace

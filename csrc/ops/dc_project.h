@@ -26,4 +26,15 @@ at::Tensor dc_project_mask(const at::Tensor& pred, const at::Tensor& mask);
 // Layout of pred [rows, H, W] and of the mask's broadcast strides.
 DcProjectLayout dc_project_layout(const at::Tensor& pred, const at::Tensor& mask);
 
+// The operands of the masked k-space ops (dc_project, dc_residual) after the checks (on CUDA under
+// the device guard), shared by the CPU and CUDA paths.
+struct MaskedKspaceIO {
+  at::Tensor pred;      // contiguous
+  at::Tensor measured;  // contiguous
+  at::Tensor mask;      // dc_project_mask(pred, mask)
+  at::Tensor out;       // contiguous, like pred, uninitialised
+};
+MaskedKspaceIO prepare_masked_kspace(const at::Tensor& pred, const at::Tensor& measured,
+                                     const at::Tensor& mask);
+
 }  // namespace kldm::detail

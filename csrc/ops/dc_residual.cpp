@@ -7,7 +7,6 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/util/complex.h>
 #include <torch/library.h>
 
@@ -27,17 +26,19 @@ void check_dc_residual_args(const at::Tensor& pred, const at::Tensor& measured,
   check_masked_kspace_args("dc_residual", pred, measured, mask);
 }
 
-DcResidualLayout dc_residual_layout(const at::Tensor& pred, const at::Tensor& mask) {
-  DcResidualLayout L;
-  L.base = dc_project_layout(pred, mask);
-  L.samples = pred.dim() >= 3 ? pred.size(0) : 1;
-  L.rows_per_sample = L.samples > 0 ? L.base.rows / L.samples : 0;
-  return L;
-}
-
-std::vector<int64_t> dc_residual_norm_shape(const at::Tensor& pred) {
-  if (pred.dim() >= 3) return {pred.size(0)};
-  return {};
+DcResidualIO prepare_dc_residual(const at::Tensor& pred, const at::Tensor& measured,
+                                 const at::Tensor& mask) {
+  DcResidualIO io;
+  static_cast<MaskedKspaceIO&>(io) = prepare_masked_kspace(pred, measured, mask);
+  io.L.base = dc_project_layout(io.pred, io.mask);
+  io.L.samples = pred.dim() >= 3 ? pred.size(0) : 1;
+  io.L.rows_per_sample = io.L.samples > 0 ? io.L.base.rows / io.L.samples : 0;
+  std::vector<int64_t> norm_shape;  // [B] for rank >= 3, [] for a 2-D input
+  if (pred.dim() >= 3) norm_shape.push_back(pred.size(0));
+  io.sq_norm =
+      at::empty(norm_shape, pred.options().dtype(c10::toRealValueType(pred.scalar_type())));
+  if (pred.numel() == 0) io.sq_norm.zero_();  // an empty sum
+  return io;
 }
 
 }  // namespace detail
@@ -125,30 +126,21 @@ std::tuple<at::Tensor, at::Tensor> dc_residual_cpu(const at::Tensor& pred_in,
                                                    const at::Tensor& measured_in,
                                                    const at::Tensor& mask_in) {
   detail::check_dc_residual_args(pred_in, measured_in, mask_in);
-  const at::Tensor pred = pred_in.contiguous();
-  const at::Tensor measured = measured_in.contiguous();
-  const at::Tensor mask = detail::dc_project_mask(pred, mask_in);
-  const DcResidualLayout L = detail::dc_residual_layout(pred, mask);
-  at::Tensor out = at::empty_like(pred, at::MemoryFormat::Contiguous);
-  at::Tensor sq_norm = at::empty(detail::dc_residual_norm_shape(pred),
-                                 pred.options().dtype(c10::toRealValueType(pred.scalar_type())));
-  if (pred.numel() == 0) {
-    sq_norm.zero_();  // an empty sum
-    return {out, sq_norm};
-  }
-  AT_DISPATCH_COMPLEX_TYPES(pred.scalar_type(), "dc_residual_cpu", [&] {
+  const auto io = detail::prepare_dc_residual(pred_in, measured_in, mask_in);
+  if (io.pred.numel() == 0) return {io.out, io.sq_norm};
+  AT_DISPATCH_COMPLEX_TYPES(io.pred.scalar_type(), "dc_residual_cpu", [&] {
     using T = typename scalar_t::value_type;
-    const T* p = reinterpret_cast<const T*>(pred.const_data_ptr<scalar_t>());
-    const T* q = reinterpret_cast<const T*>(measured.const_data_ptr<scalar_t>());
-    T* r = reinterpret_cast<T*>(out.mutable_data_ptr<scalar_t>());
-    T* n = sq_norm.mutable_data_ptr<T>();
-    if (mask.scalar_type() == at::kBool) {
-      dc_residual_cpu_loop<T, bool>(p, q, mask.const_data_ptr<bool>(), r, n, L);
+    const T* p = reinterpret_cast<const T*>(io.pred.const_data_ptr<scalar_t>());
+    const T* q = reinterpret_cast<const T*>(io.measured.const_data_ptr<scalar_t>());
+    T* r = reinterpret_cast<T*>(io.out.mutable_data_ptr<scalar_t>());
+    T* n = io.sq_norm.mutable_data_ptr<T>();
+    if (io.mask.scalar_type() == at::kBool) {
+      dc_residual_cpu_loop<T, bool>(p, q, io.mask.const_data_ptr<bool>(), r, n, io.L);
     } else {
-      dc_residual_cpu_loop<T, T>(p, q, mask.const_data_ptr<T>(), r, n, L);
+      dc_residual_cpu_loop<T, T>(p, q, io.mask.const_data_ptr<T>(), r, n, io.L);
     }
   });
-  return {out, sq_norm};
+  return {io.out, io.sq_norm};
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "dc_project.h"
 #include "dc_residual_math.h"
 
 namespace kldm::detail {
@@ -13,11 +14,15 @@ namespace kldm::detail {
 void check_dc_residual_args(const at::Tensor& pred, const at::Tensor& measured,
                             const at::Tensor& mask);
 
-// Layout of the contiguous pred [samples, rows_per_sample, H, W] and of the mask's broadcast
-// strides (mask as returned by dc_project_mask: bool or pred's real type).
-DcResidualLayout dc_residual_layout(const at::Tensor& pred, const at::Tensor& mask);
-
-// Shape of the squared norm: [B] (B = pred.size(0)) for rank >= 3, [] for a 2-D input.
-std::vector<int64_t> dc_residual_norm_shape(const at::Tensor& pred);
+// dc_residual's operands after the checks (on CUDA under the device guard), shared by the CPU and
+// CUDA paths: those of the masked k-space ops, the layout of the contiguous pred [samples,
+// rows_per_sample, H, W] with the mask's broadcast strides, and the squared norm per sample ([B],
+// B = pred.size(0), for rank >= 3; [] for a 2-D input), zero when pred is empty (an empty sum).
+struct DcResidualIO : MaskedKspaceIO {
+  DcResidualLayout L;
+  at::Tensor sq_norm;
+};
+DcResidualIO prepare_dc_residual(const at::Tensor& pred, const at::Tensor& measured,
+                                 const at::Tensor& mask);
 
 }  // namespace kldm::detail

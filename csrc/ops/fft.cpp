@@ -153,7 +153,8 @@ at::Tensor sense_maps(const at::Tensor& maps, int64_t& batch_stride) {
   return m;
 }
 
-at::Tensor phase_tables_cpu(int64_t H, int64_t W, bool inverse, at::ScalarType real) {
+at::Tensor phase_tables_cpu(int64_t H, int64_t W, bool inverse, const at::Tensor& like) {
+  const auto real = c10::toRealValueType(like.scalar_type());
   at::Tensor tab = at::empty({4 * (H + W)}, at::TensorOptions().dtype(real));
   AT_DISPATCH_FLOATING_TYPES(real, "kldm_phase_tables", [&] {
     scalar_t* t = tab.mutable_data_ptr<scalar_t>();
@@ -267,17 +268,13 @@ void modulate_cpu(const at::Tensor& in, const at::Tensor* maps, const at::Tensor
   if (L.B * L.C * L.H * L.W == 0) return;
   AT_DISPATCH_COMPLEX_TYPES(out.scalar_type(), "kldm_modulate_cpu", [&] {
     using T = typename scalar_t::value_type;
-    const T* tab_h = tables.const_data_ptr<T>() + (post ? 2 * (L.H + L.W) : 0);
-    const T* tab_w = tab_h + 2 * L.H;
-    const T* x = reinterpret_cast<const T*>(in.const_data_ptr<scalar_t>());
-    const T* s =
-        maps != nullptr ? reinterpret_cast<const T*>(maps->const_data_ptr<scalar_t>()) : nullptr;
-    T* y = reinterpret_cast<T*>(out.mutable_data_ptr<scalar_t>());
+    const auto o = modulate_operands<T>(in, maps, tables, post, L, out);
     if (mask != nullptr && mask->scalar_type() == at::kBool) {
-      modulate_cpu_loop<T, bool>(x, s, mask->const_data_ptr<bool>(), tab_h, tab_w, y, L);
+      modulate_cpu_loop<T, bool>(o.in, o.maps, mask->const_data_ptr<bool>(), o.tab_h, o.tab_w,
+                                 o.out, L);
     } else {
       const T* m = mask != nullptr ? mask->const_data_ptr<T>() : nullptr;
-      modulate_cpu_loop<T, T>(x, s, m, tab_h, tab_w, y, L);
+      modulate_cpu_loop<T, T>(o.in, o.maps, m, o.tab_h, o.tab_w, o.out, L);
     }
   });
 }
@@ -318,26 +315,26 @@ ModulateLayout sense_adjoint_layout(const at::Tensor& kspace) {
   return L;
 }
 
+at::Tensor run_centred_fft(const at::Tensor& x_in, bool inverse, const FftPasses& dev) {
+  const at::Tensor x = x_in.contiguous();
+  if (x.numel() == 0) return at::empty_like(x, at::MemoryFormat::Contiguous);
+  const ModulateLayout L = fft2c_layout(x);
+  const at::Tensor tables = dev.phase_tables(L.H, L.W, inverse, x);
+  at::Tensor buf = fft_input_buffer(x.sizes(), x.options());
+  dev.modulate(x, nullptr, nullptr, tables, /*post=*/false, L, buf);
+  at::Tensor out = fft2_ortho(buf, inverse);
+  buf.reset();  // free the buffer before the post pass
+  dev.modulate(out, nullptr, nullptr, tables, /*post=*/true, L, out);
+  return out;
+}
+
 }  // namespace detail
 
 namespace {
 
-at::Tensor centred_fft_cpu(const at::Tensor& x_in, bool inverse) {
-  detail::check_fft2c_args(x_in, inverse ? "ifft2c" : "fft2c");
-  const at::Tensor x = x_in.contiguous();
-  const int64_t nd = x.dim();
-  const int64_t H = x.size(nd - 2);
-  const int64_t W = x.size(nd - 1);
-  if (x.numel() == 0) return at::empty_like(x, at::MemoryFormat::Contiguous);
-  const ModulateLayout L = detail::fft2c_layout(x);
-  const at::Tensor tables =
-      detail::phase_tables_cpu(H, W, inverse, c10::toRealValueType(x.scalar_type()));
-  at::Tensor buf = detail::fft_input_buffer(x.sizes(), x.options());
-  detail::modulate_cpu(x, nullptr, nullptr, tables, /*post=*/false, L, buf);
-  at::Tensor out = detail::fft2_ortho(buf, inverse);
-  buf.reset();  // free the buffer before the post pass
-  detail::modulate_cpu(out, nullptr, nullptr, tables, /*post=*/true, L, out);
-  return out;
+at::Tensor centred_fft_cpu(const at::Tensor& x, bool inverse) {
+  detail::check_fft2c_args(x, inverse ? "ifft2c" : "fft2c");
+  return detail::run_centred_fft(x, inverse, detail::kCpuFftPasses);
 }
 
 at::Tensor fft2c_cpu(const at::Tensor& x) { return centred_fft_cpu(x, /*inverse=*/false); }

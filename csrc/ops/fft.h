@@ -4,6 +4,8 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/complex.h>
+
 #include <optional>
 #include <vector>
 
@@ -37,7 +39,6 @@ void check_sense_mask(const at::Tensor& mask, at::IntArrayRef shape, const at::D
 at::Tensor sense_mask(const at::Tensor& mask, at::IntArrayRef shape, at::ScalarType real,
                       ModulateLayout& L);
 
-// Contiguous [B, C, H, W] maps and the stride of their batch dim (0 when shared by the batch).
 // Modulation layouts of the centred FFT ops (host side, shared by the CPU and CUDA paths).
 // x: contiguous [..., H, W] -> B = product of leading dims, C = 1.
 ModulateLayout fft2c_layout(const at::Tensor& x);
@@ -48,11 +49,12 @@ ModulateLayout sense_forward_layout(const at::Tensor& image, const at::Tensor& m
 // sense_adjoint pre-modulation: contiguous kspace [B, C, H, W].
 ModulateLayout sense_adjoint_layout(const at::Tensor& kspace);
 
+// Contiguous [B, C, H, W] maps and the stride of their batch dim (0 when shared by the batch).
 at::Tensor sense_maps(const at::Tensor& maps, int64_t& batch_stride);
 
-// Phase tables of a transform over [H, W] (see math::phase_table_entry), computed on the host:
-// 4 (H + W) values of dtype `real`.
-at::Tensor phase_tables_cpu(int64_t H, int64_t W, bool inverse, at::ScalarType real);
+// Phase tables [pre_H, pre_W, post_H, post_W] of a transform over [H, W] (see
+// math::phase_table_entry), computed on the host: 4 (H + W) values of like's real dtype.
+at::Tensor phase_tables_cpu(int64_t H, int64_t W, bool inverse, const at::Tensor& like);
 
 // The buffer the FFT reads (filled by the pre pass), contiguous [sizes]. On the CPU, buffers up to
 // kMaxCachedFftBufferBytes reuse memory kept per thread between calls: a fresh 15 MB buffer per
@@ -71,6 +73,55 @@ at::Tensor fft2_ortho(const at::Tensor& buf, bool inverse);
 // [B, C, H, W], may be `in` itself.
 void modulate_cpu(const at::Tensor& in, const at::Tensor* maps, const at::Tensor* mask,
                   const at::Tensor& tables, bool post, const ModulateLayout& L, at::Tensor& out);
+
+// The raw operands of a modulation pass (modulate_cpu and its CUDA twin) in the real type T: the
+// (h, w) phase tables of the pre (post == false) or post pass, and the data as interleaved
+// (re, im) pairs (maps null when absent).
+template <typename T>
+struct ModulateOperands {
+  const T* tab_h;
+  const T* tab_w;
+  const T* in;
+  const T* maps;
+  T* out;
+};
+template <typename T>
+ModulateOperands<T> modulate_operands(const at::Tensor& in, const at::Tensor* maps,
+                                      const at::Tensor& tables, bool post, const ModulateLayout& L,
+                                      at::Tensor& out) {
+  using C = c10::complex<T>;
+  ModulateOperands<T> o;
+  o.tab_h = tables.const_data_ptr<T>() + (post ? 2 * (L.H + L.W) : 0);
+  o.tab_w = o.tab_h + 2 * L.H;
+  o.in = reinterpret_cast<const T*>(in.const_data_ptr<C>());
+  o.maps = maps != nullptr ? reinterpret_cast<const T*>(maps->const_data_ptr<C>()) : nullptr;
+  o.out = reinterpret_cast<T*>(out.mutable_data_ptr<C>());
+  return o;
+}
+
+// CPU coil combination of sense_adjoint: out[b, 0, h, w] = post phase(h, w) * sum_c
+// conj(maps[b, c, h, w]) * z[b, c, h, w]. z: contiguous [B, C, H, W]; maps: from sense_maps;
+// tables: of the inverse transform; out: contiguous [B, 1, H, W].
+void coil_combine_cpu(const at::Tensor& z, const at::Tensor& maps, const at::Tensor& tables,
+                      const CoilLayout& L, at::Tensor& out);
+
+// The device's passes of the centred FFT and SENSE ops; run_centred_fft, run_sense_forward and
+// run_sense_adjoint chain them around the FFT the same way on either device.
+struct FftPasses {
+  at::Tensor (*phase_tables)(int64_t H, int64_t W, bool inverse, const at::Tensor& like);
+  void (*modulate)(const at::Tensor& in, const at::Tensor* maps, const at::Tensor* mask,
+                   const at::Tensor& tables, bool post, const ModulateLayout& L, at::Tensor& out);
+  void (*coil_combine)(const at::Tensor& z, const at::Tensor& maps, const at::Tensor& tables,
+                       const CoilLayout& L, at::Tensor& out);
+};
+inline constexpr FftPasses kCpuFftPasses{&phase_tables_cpu, &modulate_cpu, &coil_combine_cpu};
+
+// The ops after their check_*_args (on CUDA under the device guard), with the passes of `dev`.
+at::Tensor run_centred_fft(const at::Tensor& x, bool inverse, const FftPasses& dev);
+at::Tensor run_sense_forward(const at::Tensor& image, const at::Tensor& maps,
+                             const std::optional<at::Tensor>& mask, const FftPasses& dev);
+at::Tensor run_sense_adjoint(const at::Tensor& kspace, const at::Tensor& maps,
+                             const std::optional<at::Tensor>& mask, const FftPasses& dev);
 
 // rss: output shape (the coil dim -3 removed) and the [B, C, H, W] view of a contiguous input.
 std::vector<int64_t> rss_shape(const at::Tensor& x);

@@ -79,6 +79,10 @@ void check_kspace_denormalize_args(const at::Tensor& x, const at::Tensor& mean,
              x.size(1));
 }
 
+namespace {
+
+// A statistic given by the caller, broadcast and copied to a fresh contiguous [B, 2C, 1, 1] tensor
+// (outputs must not alias inputs).
 at::Tensor expand_stat(const at::Tensor& stat, int64_t batch, int64_t channels2) {
   at::Tensor out = at::empty({batch, channels2, 1, 1}, stat.options());
   out.copy_(stat.expand({batch, channels2, 1, 1}));
@@ -90,6 +94,35 @@ NormalizeLayout normalize_layout(int64_t batch, int64_t coils, int64_t H, int64_
   L.planes = batch * coils;
   L.n = H * W;
   return L;
+}
+
+}  // namespace
+
+KspaceNormalizeIO prepare_kspace_normalize(const at::Tensor& kspace,
+                                           const std::optional<at::Tensor>& mean,
+                                           const std::optional<at::Tensor>& stddev) {
+  KspaceNormalizeIO io;
+  io.kspace = kspace.contiguous();
+  const int64_t B = kspace.size(0), C = kspace.size(1), H = kspace.size(2), W = kspace.size(3);
+  const auto real_opts = kspace.options().dtype(c10::toRealValueType(kspace.scalar_type()));
+  io.out = at::empty({B, 2 * C, H, W}, real_opts);
+  io.given = mean.has_value();
+  io.mean = io.given ? expand_stat(*mean, B, 2 * C) : at::empty({B, 2 * C, 1, 1}, real_opts);
+  io.stddev = io.given ? expand_stat(*stddev, B, 2 * C) : at::empty({B, 2 * C, 1, 1}, real_opts);
+  io.L = normalize_layout(B, C, H, W);
+  return io;
+}
+
+KspaceDenormalizeIO prepare_kspace_denormalize(const at::Tensor& x, const at::Tensor& mean,
+                                               const at::Tensor& stddev) {
+  KspaceDenormalizeIO io;
+  io.x = x.contiguous();
+  const int64_t B = x.size(0), C2 = x.size(1), H = x.size(2), W = x.size(3);
+  io.mean = expand_stat(mean, B, C2);
+  io.stddev = expand_stat(stddev, B, C2);
+  io.out = at::empty({B, C2 / 2, H, W}, x.options().dtype(c10::toComplexType(x.scalar_type())));
+  io.L = normalize_layout(B, C2 / 2, H, W);
+  return io;
 }
 
 }  // namespace detail
@@ -216,49 +249,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> kspace_normalize_cpu(
     const at::Tensor& kspace_in, const std::optional<at::Tensor>& mean_in,
     const std::optional<at::Tensor>& std_in, double eps) {
   detail::check_kspace_normalize_args(kspace_in, mean_in, std_in, eps);
-  const at::Tensor kspace = kspace_in.contiguous();
-  const int64_t B = kspace.size(0), C = kspace.size(1), H = kspace.size(2), W = kspace.size(3);
-  const auto real_opts = kspace.options().dtype(c10::toRealValueType(kspace.scalar_type()));
-  at::Tensor out = at::empty({B, 2 * C, H, W}, real_opts);
-  const bool given = mean_in.has_value();
-  at::Tensor mean =
-      given ? detail::expand_stat(*mean_in, B, 2 * C) : at::empty({B, 2 * C, 1, 1}, real_opts);
-  at::Tensor stddev =
-      given ? detail::expand_stat(*std_in, B, 2 * C) : at::empty({B, 2 * C, 1, 1}, real_opts);
-  const NormalizeLayout L = detail::normalize_layout(B, C, H, W);
-  AT_DISPATCH_COMPLEX_TYPES(kspace.scalar_type(), "kspace_normalize_cpu", [&] {
+  auto io = detail::prepare_kspace_normalize(kspace_in, mean_in, std_in);
+  const NormalizeLayout& L = io.L;
+  AT_DISPATCH_COMPLEX_TYPES(io.kspace.scalar_type(), "kspace_normalize_cpu", [&] {
     using T = typename scalar_t::value_type;
-    const T* z = reinterpret_cast<const T*>(kspace.const_data_ptr<scalar_t>());
-    T* m = mean.mutable_data_ptr<T>();
-    T* s = stddev.mutable_data_ptr<T>();
-    if (given) {
+    const T* z = reinterpret_cast<const T*>(io.kspace.const_data_ptr<scalar_t>());
+    T* m = io.mean.mutable_data_ptr<T>();
+    T* s = io.stddev.mutable_data_ptr<T>();
+    if (io.given) {
       for (int64_t i = 0; i < 2 * L.planes; ++i) s[i] = math::effective_std(s[i], T(eps));
     } else if (L.planes > 0) {
       normalize_stats_cpu<T>(z, L, static_cast<T>(eps), m, s);
     }
-    if (out.numel() > 0) normalize_write_cpu<T>(z, m, s, out.mutable_data_ptr<T>(), L);
+    if (io.out.numel() > 0) normalize_write_cpu<T>(z, m, s, io.out.mutable_data_ptr<T>(), L);
   });
-  return {out, mean, stddev};
+  return {io.out, io.mean, io.stddev};
 }
 
 at::Tensor kspace_denormalize_cpu(const at::Tensor& x_in, const at::Tensor& mean_in,
                                   const at::Tensor& std_in) {
   detail::check_kspace_denormalize_args(x_in, mean_in, std_in);
-  const at::Tensor x = x_in.contiguous();
-  const int64_t B = x.size(0), C2 = x.size(1), H = x.size(2), W = x.size(3);
-  // Tiny [B, 2C] copies: the kernel then reads one value per channel at a fixed index.
-  const at::Tensor mean = detail::expand_stat(mean_in, B, C2);
-  const at::Tensor stddev = detail::expand_stat(std_in, B, C2);
-  at::Tensor out =
-      at::empty({B, C2 / 2, H, W}, x.options().dtype(c10::toComplexType(x.scalar_type())));
-  if (out.numel() == 0) return out;
-  const NormalizeLayout L = detail::normalize_layout(B, C2 / 2, H, W);
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "kspace_denormalize_cpu", [&] {
+  const auto io = detail::prepare_kspace_denormalize(x_in, mean_in, std_in);
+  if (io.out.numel() == 0) return io.out;
+  AT_DISPATCH_FLOATING_TYPES(io.x.scalar_type(), "kspace_denormalize_cpu", [&] {
     using T = scalar_t;
-    denormalize_cpu<T>(x.const_data_ptr<T>(), mean.const_data_ptr<T>(), stddev.const_data_ptr<T>(),
-                       reinterpret_cast<T*>(out.mutable_data_ptr<c10::complex<T>>()), L);
+    denormalize_cpu<T>(io.x.const_data_ptr<T>(), io.mean.const_data_ptr<T>(),
+                       io.stddev.const_data_ptr<T>(),
+                       reinterpret_cast<T*>(io.out.mutable_data_ptr<c10::complex<T>>()), io.L);
   });
-  return out;
+  return io.out;
 }
 
 }  // namespace

@@ -16,10 +16,31 @@ void check_kspace_normalize_args(const at::Tensor& kspace, const std::optional<a
 void check_kspace_denormalize_args(const at::Tensor& x, const at::Tensor& mean,
                                    const at::Tensor& stddev);
 
-// A statistic given by the caller, broadcast and copied to a fresh contiguous [B, 2C, 1, 1] tensor
-// (outputs must not alias inputs).
-at::Tensor expand_stat(const at::Tensor& stat, int64_t batch, int64_t channels2);
+// kspace_normalize's operands, shared by the CPU and CUDA paths (after the checks; on CUDA under
+// the device guard): the contiguous input and the fresh outputs the kernels write.
+struct KspaceNormalizeIO {
+  at::Tensor kspace;  // contiguous complex [B, C, H, W]
+  at::Tensor out;     // real [B, 2C, H, W], uninitialised
+  // [B, 2C, 1, 1]: the caller's statistics broadcast and copied (outputs must not alias inputs),
+  // or uninitialised for the statistics pass to fill.
+  at::Tensor mean;
+  at::Tensor stddev;
+  bool given = false;  // mean and std given by the caller
+  NormalizeLayout L;
+};
+KspaceNormalizeIO prepare_kspace_normalize(const at::Tensor& kspace,
+                                           const std::optional<at::Tensor>& mean,
+                                           const std::optional<at::Tensor>& stddev);
 
-NormalizeLayout normalize_layout(int64_t batch, int64_t coils, int64_t H, int64_t W);
+// kspace_denormalize's operands, likewise.
+struct KspaceDenormalizeIO {
+  at::Tensor x;       // contiguous real [B, 2C, H, W]
+  at::Tensor mean;    // tiny [B, 2C, 1, 1] copies: the kernels read one value per channel at a
+  at::Tensor stddev;  // fixed index
+  at::Tensor out;     // complex [B, C, H, W], uninitialised
+  NormalizeLayout L;
+};
+KspaceDenormalizeIO prepare_kspace_denormalize(const at::Tensor& x, const at::Tensor& mean,
+                                               const at::Tensor& stddev);
 
 }  // namespace kldm::detail

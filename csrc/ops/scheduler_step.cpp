@@ -223,35 +223,18 @@ void step_cpu(const detail::SchedulerStepArgs& a, at::Tensor& prev, at::Tensor& 
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> ddpm_step_cpu(
-    const at::Tensor& model_output, const at::Tensor& sample,
-    const std::optional<at::Tensor>& noise, double sqrt_alpha_prod_t, double sqrt_beta_prod_t,
-    double pred_original_sample_coeff, double current_sample_coeff, double noise_std,
-    c10::string_view prediction_type, bool clip_sample, double clip_sample_range,
-    const std::optional<at::Tensor>& threshold) {
-  const auto a = detail::prepare_scheduler_step(
-      "ddpm_step", StepKind::kDdpm, model_output, sample, noise, sqrt_alpha_prod_t,
-      sqrt_beta_prod_t, pred_original_sample_coeff, current_sample_coeff, noise_std,
-      prediction_type, clip_sample, clip_sample_range, threshold);
+std::tuple<at::Tensor, at::Tensor> run_step_cpu(const detail::SchedulerStepArgs& a) {
   auto [prev, x0] = detail::scheduler_step_outputs(a.sample);
   step_cpu(a, prev, x0);
   return {prev, x0};
 }
 
-std::tuple<at::Tensor, at::Tensor> ddim_step_cpu(
-    const at::Tensor& model_output, const at::Tensor& sample,
-    const std::optional<at::Tensor>& noise, double sqrt_alpha_prod_t, double sqrt_beta_prod_t,
-    double sqrt_alpha_prod_t_prev, double direction_coeff, double noise_std,
-    c10::string_view prediction_type, bool clip_sample, double clip_sample_range,
-    bool use_clipped_model_output, const std::optional<at::Tensor>& threshold) {
-  const auto a = detail::prepare_scheduler_step(
-      "ddim_step", use_clipped_model_output ? StepKind::kDdimClippedEps : StepKind::kDdim,
-      model_output, sample, noise, sqrt_alpha_prod_t, sqrt_beta_prod_t, sqrt_alpha_prod_t_prev,
-      direction_coeff, noise_std, prediction_type, clip_sample, clip_sample_range, threshold);
-  auto [prev, x0] = detail::scheduler_step_outputs(a.sample);
-  step_cpu(a, prev, x0);
-  return {prev, x0};
-}
+// The CPU needs no device guard.
+struct NoDeviceGuard {
+  explicit NoDeviceGuard(const c10::Device&) {}
+};
+
+using CpuKernels = detail::SchedulerStepKernels<NoDeviceGuard, &run_step_cpu>;
 
 }  // namespace
 
@@ -290,8 +273,8 @@ std::tuple<at::Tensor, at::Tensor> ddim_step(
 }
 
 TORCH_LIBRARY_IMPL(kldm, CPU, m) {
-  m.impl("ddpm_step", &ddpm_step_cpu);
-  m.impl("ddim_step", &ddim_step_cpu);
+  m.impl("ddpm_step", &CpuKernels::ddpm_step);
+  m.impl("ddim_step", &CpuKernels::ddim_step);
 }
 
 }  // namespace kldm

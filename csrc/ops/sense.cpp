@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // kldm::sense_forward, kldm::sense_adjoint and kldm::rss: the SENSE operator pair built on the
-// modulated centred FFT of fft.cpp, and root-sum-of-squares (CPU kernels).
+// modulated centred FFT of fft.cpp, and root-sum-of-squares (the SENSE drivers shared with the
+// CUDA glue, and the CPU kernels).
 //
 // sense_forward: buf = pre * (maps * image)   [one pass, fused]  -> FFT -> out *= post * mask
 // sense_adjoint: buf = pre * mask * kspace    [one pass, fused]  -> inverse FFT ->
@@ -110,23 +111,37 @@ void rss_cpu_loop(const T* x, T* out, const CoilLayout& L) {
   });
 }
 
-at::Tensor sense_forward_cpu(const at::Tensor& image_in, const at::Tensor& maps_in,
-                             const std::optional<at::Tensor>& mask_in) {
-  detail::check_sense_forward_args(image_in, maps_in, mask_in);
+}  // namespace
+
+namespace detail {
+
+void coil_combine_cpu(const at::Tensor& z, const at::Tensor& maps, const at::Tensor& tables,
+                      const CoilLayout& L, at::Tensor& out) {
+  AT_DISPATCH_COMPLEX_TYPES(z.scalar_type(), "sense_adjoint_cpu", [&] {
+    using T = typename scalar_t::value_type;
+    const T* tab_h = tables.const_data_ptr<T>() + 2 * (L.H + L.W);  // post phases
+    coil_combine_cpu_loop<T>(reinterpret_cast<const T*>(z.const_data_ptr<scalar_t>()),
+                             reinterpret_cast<const T*>(maps.const_data_ptr<scalar_t>()), tab_h,
+                             tab_h + 2 * L.H,
+                             reinterpret_cast<T*>(out.mutable_data_ptr<scalar_t>()), L);
+  });
+}
+
+at::Tensor run_sense_forward(const at::Tensor& image_in, const at::Tensor& maps_in,
+                             const std::optional<at::Tensor>& mask_in, const FftPasses& dev) {
   const at::Tensor image = (image_in.dim() == 3 ? image_in.unsqueeze(1) : image_in).contiguous();
   int64_t maps_sb = 0;
-  const at::Tensor maps = detail::sense_maps(maps_in, maps_sb);
-  ModulateLayout L = detail::sense_forward_layout(image, maps, maps_sb);
+  const at::Tensor maps = sense_maps(maps_in, maps_sb);
+  ModulateLayout L = sense_forward_layout(image, maps, maps_sb);
   const std::vector<int64_t> shape = {L.B, L.C, L.H, L.W};
   if (image.numel() == 0 || maps.numel() == 0) return at::empty(shape, image.options());
-  const at::Tensor tables = detail::phase_tables_cpu(L.H, L.W, /*inverse=*/false,
-                                                     c10::toRealValueType(image.scalar_type()));
+  const at::Tensor tables = dev.phase_tables(L.H, L.W, /*inverse=*/false, image);
   // Pre pass: the image is broadcast over the coils (in_sc = 0).
   L.in_sb = L.H * L.W;
   L.in_sc = 0;
-  at::Tensor buf = detail::fft_input_buffer(shape, image.options());
-  detail::modulate_cpu(image, &maps, nullptr, tables, /*post=*/false, L, buf);
-  at::Tensor out = detail::fft2_ortho(buf, /*inverse=*/false);
+  at::Tensor buf = fft_input_buffer(shape, image.options());
+  dev.modulate(image, &maps, nullptr, tables, /*post=*/false, L, buf);
+  at::Tensor out = fft2_ortho(buf, /*inverse=*/false);
   buf.reset();
   // Post pass, in place: phase and mask.
   ModulateLayout P = L;
@@ -134,34 +149,29 @@ at::Tensor sense_forward_cpu(const at::Tensor& image_in, const at::Tensor& maps_
   P.in_sc = L.H * L.W;
   at::Tensor mask;
   if (mask_in.has_value()) {
-    mask = detail::sense_mask(*mask_in, shape, c10::toRealValueType(out.scalar_type()), P);
+    mask = sense_mask(*mask_in, shape, c10::toRealValueType(out.scalar_type()), P);
   }
-  detail::modulate_cpu(out, nullptr, mask.defined() ? &mask : nullptr, tables, /*post=*/true, P,
-                       out);
+  dev.modulate(out, nullptr, mask.defined() ? &mask : nullptr, tables, /*post=*/true, P, out);
   return out;
 }
 
-at::Tensor sense_adjoint_cpu(const at::Tensor& kspace_in, const at::Tensor& maps_in,
-                             const std::optional<at::Tensor>& mask_in) {
-  detail::check_sense_adjoint_args(kspace_in, maps_in, mask_in);
+at::Tensor run_sense_adjoint(const at::Tensor& kspace_in, const at::Tensor& maps_in,
+                             const std::optional<at::Tensor>& mask_in, const FftPasses& dev) {
   const at::Tensor kspace = kspace_in.contiguous();
   int64_t maps_sb = 0;
-  const at::Tensor maps = detail::sense_maps(maps_in, maps_sb);
-  ModulateLayout L = detail::sense_adjoint_layout(kspace);
+  const at::Tensor maps = sense_maps(maps_in, maps_sb);
+  ModulateLayout L = sense_adjoint_layout(kspace);
   at::Tensor out = at::empty({L.B, 1, L.H, L.W}, kspace.options());
   if (out.numel() == 0) return out;
   if (L.C == 0) return out.zero_();
-  const at::Tensor tables = detail::phase_tables_cpu(L.H, L.W, /*inverse=*/true,
-                                                     c10::toRealValueType(kspace.scalar_type()));
+  const at::Tensor tables = dev.phase_tables(L.H, L.W, /*inverse=*/true, kspace);
   at::Tensor mask;
   if (mask_in.has_value()) {
-    mask =
-        detail::sense_mask(*mask_in, kspace.sizes(), c10::toRealValueType(kspace.scalar_type()), L);
+    mask = sense_mask(*mask_in, kspace.sizes(), c10::toRealValueType(kspace.scalar_type()), L);
   }
-  at::Tensor buf = detail::fft_input_buffer(kspace.sizes(), kspace.options());
-  detail::modulate_cpu(kspace, nullptr, mask.defined() ? &mask : nullptr, tables, /*post=*/false, L,
-                       buf);
-  const at::Tensor z = detail::fft2_ortho(buf, /*inverse=*/true);
+  at::Tensor buf = fft_input_buffer(kspace.sizes(), kspace.options());
+  dev.modulate(kspace, nullptr, mask.defined() ? &mask : nullptr, tables, /*post=*/false, L, buf);
+  const at::Tensor z = fft2_ortho(buf, /*inverse=*/true);
   buf.reset();
   CoilLayout CL;
   CL.B = L.B;
@@ -170,15 +180,24 @@ at::Tensor sense_adjoint_cpu(const at::Tensor& kspace_in, const at::Tensor& maps
   CL.W = L.W;
   CL.maps_sb = maps_sb;
   CL.even = L.even;
-  AT_DISPATCH_COMPLEX_TYPES(z.scalar_type(), "sense_adjoint_cpu", [&] {
-    using T = typename scalar_t::value_type;
-    const T* tab_h = tables.const_data_ptr<T>() + 2 * (L.H + L.W);  // post phases
-    coil_combine_cpu_loop<T>(reinterpret_cast<const T*>(z.const_data_ptr<scalar_t>()),
-                             reinterpret_cast<const T*>(maps.const_data_ptr<scalar_t>()), tab_h,
-                             tab_h + 2 * L.H,
-                             reinterpret_cast<T*>(out.mutable_data_ptr<scalar_t>()), CL);
-  });
+  dev.coil_combine(z, maps, tables, CL, out);
   return out;
+}
+
+}  // namespace detail
+
+namespace {
+
+at::Tensor sense_forward_cpu(const at::Tensor& image, const at::Tensor& maps,
+                             const std::optional<at::Tensor>& mask) {
+  detail::check_sense_forward_args(image, maps, mask);
+  return detail::run_sense_forward(image, maps, mask, detail::kCpuFftPasses);
+}
+
+at::Tensor sense_adjoint_cpu(const at::Tensor& kspace, const at::Tensor& maps,
+                             const std::optional<at::Tensor>& mask) {
+  detail::check_sense_adjoint_args(kspace, maps, mask);
+  return detail::run_sense_adjoint(kspace, maps, mask, detail::kCpuFftPasses);
 }
 
 at::Tensor rss_cpu(const at::Tensor& x_in) {

@@ -9,16 +9,11 @@
 #include <torch/library.h>
 
 #include "../scheduler_step.h"
+#include "device.h"
 #include "scheduler_step_launchers.h"
 
 namespace kldm {
 namespace {
-
-int num_sms(c10::DeviceIndex device) {
-  int count = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
-  return count;
-}
 
 template <typename T, typename C>
 cudaError_t launch_as(const detail::SchedulerStepArgs& a, at::Tensor& prev, at::Tensor& x0, int sms,
@@ -37,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor> step_cuda(const detail::SchedulerStepArgs& a)
   auto [prev, x0] = detail::scheduler_step_outputs(a.sample);
   if (a.params.numel == 0) return {prev, x0};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(a.sample.device().index()).stream();
-  const int sms = num_sms(a.sample.device().index());
+  const int sms = cuda::num_sms(a.sample.device().index());
   cudaError_t err = cudaSuccess;
   switch (a.sample.scalar_type()) {
     case at::kFloat:
@@ -57,37 +52,13 @@ std::tuple<at::Tensor, at::Tensor> step_cuda(const detail::SchedulerStepArgs& a)
   return {prev, x0};
 }
 
-std::tuple<at::Tensor, at::Tensor> ddpm_step_cuda(
-    const at::Tensor& model_output, const at::Tensor& sample,
-    const std::optional<at::Tensor>& noise, double sqrt_alpha_prod_t, double sqrt_beta_prod_t,
-    double pred_original_sample_coeff, double current_sample_coeff, double noise_std,
-    c10::string_view prediction_type, bool clip_sample, double clip_sample_range,
-    const std::optional<at::Tensor>& threshold) {
-  const c10::cuda::CUDAGuard guard(sample.device());
-  return step_cuda(detail::prepare_scheduler_step(
-      "ddpm_step", StepKind::kDdpm, model_output, sample, noise, sqrt_alpha_prod_t,
-      sqrt_beta_prod_t, pred_original_sample_coeff, current_sample_coeff, noise_std,
-      prediction_type, clip_sample, clip_sample_range, threshold));
-}
-
-std::tuple<at::Tensor, at::Tensor> ddim_step_cuda(
-    const at::Tensor& model_output, const at::Tensor& sample,
-    const std::optional<at::Tensor>& noise, double sqrt_alpha_prod_t, double sqrt_beta_prod_t,
-    double sqrt_alpha_prod_t_prev, double direction_coeff, double noise_std,
-    c10::string_view prediction_type, bool clip_sample, double clip_sample_range,
-    bool use_clipped_model_output, const std::optional<at::Tensor>& threshold) {
-  const c10::cuda::CUDAGuard guard(sample.device());
-  return step_cuda(detail::prepare_scheduler_step(
-      "ddim_step", use_clipped_model_output ? StepKind::kDdimClippedEps : StepKind::kDdim,
-      model_output, sample, noise, sqrt_alpha_prod_t, sqrt_beta_prod_t, sqrt_alpha_prod_t_prev,
-      direction_coeff, noise_std, prediction_type, clip_sample, clip_sample_range, threshold));
-}
+using CudaKernels = detail::SchedulerStepKernels<c10::cuda::CUDAGuard, &step_cuda>;
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(kldm, CUDA, m) {
-  m.impl("ddpm_step", &ddpm_step_cuda);
-  m.impl("ddim_step", &ddim_step_cuda);
+  m.impl("ddpm_step", &CudaKernels::ddpm_step);
+  m.impl("ddim_step", &CudaKernels::ddim_step);
 }
 
 }  // namespace kldm
