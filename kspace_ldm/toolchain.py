@@ -17,7 +17,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-__all__ = ["aoti_compiler", "check_aoti_compiler", "static_cxx_runtime"]
+__all__ = [
+    "aoti_compiler",
+    "check_aoti_compiler",
+    "compiler_fix",
+    "shared_runtime_compiler",
+    "static_cxx_runtime",
+]
 
 _PROBE = '#include <stdexcept>\nvoid kldm_probe(int x) { if (x) throw std::runtime_error("x"); }\n'
 
@@ -59,18 +65,31 @@ def static_cxx_runtime(cxx: str) -> bool | None:
     return any(line.split()[-1].startswith("__cxa_") for line in syms.splitlines() if line)
 
 
+def shared_runtime_compiler(cxx: str) -> str | None:
+    """A compiler other than ``cxx`` that links libstdc++ dynamically (``/usr/bin/g++``,
+    ``clang++``, ``g++``/``c++`` on PATH, in that order), or ``None``."""
+    candidates = ("/usr/bin/g++", "/usr/bin/clang++", shutil.which("g++"), shutil.which("c++"))
+    for c in candidates:
+        if c and Path(c).exists() and Path(c).resolve() != Path(cxx).resolve():
+            if static_cxx_runtime(c) is False:
+                return c
+    return None
+
+
+def compiler_fix() -> str | None:
+    """The compiler to set as ``CXX`` when AOTInductor's own links libstdc++ statically, else
+    ``None`` (also when no working one is found; :func:`check_aoti_compiler` then says so)."""
+    cxx = aoti_compiler()
+    return shared_runtime_compiler(cxx) if static_cxx_runtime(cxx) else None
+
+
 def check_aoti_compiler() -> str | None:
     """``None`` if AOTInductor's compiler builds loadable packages (or it cannot be told), else a
     one-line message naming the compiler and a fix."""
     cxx = aoti_compiler()
     if not static_cxx_runtime(cxx):
         return None
-    alternatives = [
-        c
-        for c in ("/usr/bin/g++", "/usr/bin/clang++", shutil.which("g++"), shutil.which("c++"))
-        if c and Path(c).exists() and Path(c).resolve() != Path(cxx).resolve()
-    ]
-    ok = next((c for c in alternatives if static_cxx_runtime(c) is False), None)
+    ok = shared_runtime_compiler(cxx)
     hint = f"set CXX={ok}" if ok else "set CXX to a compiler that links libstdc++.so.6"
     return (
         f"the C++ compiler torch builds packages with ({cxx}) links a static libstdc++; packages "

@@ -36,7 +36,7 @@ arch=$("$py" -c "import torch; a, b = torch.cuda.get_device_capability(); print(
 # with it crash any process that loads them (torch's own aoti_load_package included; kldm export
 # refuses such a compiler), and libkldm built with it carries a second runtime. Use the compiler
 # kspace_ldm.toolchain names instead, for the build and for the packages inductor compiles.
-fix=$(cd /tmp && PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$py" -c "from kspace_ldm.toolchain import check_aoti_compiler as c; m = c() or ''; print(m.rsplit('set CXX=', 1)[1] if 'set CXX=' in m else '')")
+fix=$(cd /tmp && PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$py" -c "from kspace_ldm.toolchain import compiler_fix; print(compiler_fix() or '')")
 if [[ -n "$fix" ]]; then
   echo "C++ compiler: CXX=$fix (was ${CXX:-unset}: static libstdc++)"
   export CXX=$fix

@@ -282,6 +282,9 @@ def test_compiler_with_static_libstdcxx_is_refused(tmp_path):
     ):
         export_sampler(s, tmp_path / "e", (H, W), log=lambda *_: None)
     assert not (tmp_path / "e").exists()
+    with torch._inductor.config.patch({"cpp.cxx": (None, str(wrapper))}):
+        fix = toolchain.compiler_fix()  # what scripts/gpu_check.sh exports as CXX
+    assert fix is not None and toolchain.static_cxx_runtime(fix) is False
 
 
 def test_kldm_recon_executable_matches_both_backends(single, tmp_path):
