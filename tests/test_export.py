@@ -21,7 +21,14 @@ import torch
 from tiny_models import tiny_sampler
 
 from kspace_ldm.errors import InputError
-from kspace_ldm.export import EXPORT_RTOL, PACKAGES, export_sampler, load_manifest
+from kspace_ldm.export import (
+    EXPORT_RTOL,
+    PACKAGES,
+    compiled_layout,
+    export_sampler,
+    load_manifest,
+    sampler_networks,
+)
 from kspace_ldm.ops import build_info
 from kspace_ldm.sampling.cgs import SamplerOptions
 from kspace_ldm.sampling.cpp import CppSampler
@@ -109,6 +116,30 @@ def test_dynamic_batch_manifest(multi):
     lo, hi = m["packages"]["denoiser"]["batch_range"]
     assert lo <= 2 <= hi
     assert m["packages"]["decoder_vjp"]["batch_range"] == [1, 1]
+
+
+@torch.no_grad()
+def test_cpu_packages_compile_channels_last_behind_an_nchw_interface():
+    # What kldm export compiles on the CPU: channels-last weights inside, NCHW-contiguous tensors
+    # at the interface (kldm::Sampler passes contiguous tensors and reads outputs as NCHW), the
+    # same values as the eager network; on CUDA the eager module itself.
+    s = tiny(2, "rms", "log", True, seed=1)
+    for name, (module, args) in sampler_networks(s, (H, W), batch=2).items():
+        wrapped = compiled_layout(module, "cpu")
+        convs = [m for m in wrapped.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(
+            c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs
+        ), name
+        assert all(
+            c.weight.is_contiguous() for c in module.modules() if isinstance(c, torch.nn.Conv2d)
+        ), f"{name}: the eager network must stay untouched"
+        got, ref = wrapped(*args), module(*args)
+        got = (got,) if isinstance(got, torch.Tensor) else got
+        ref = (ref,) if isinstance(ref, torch.Tensor) else ref
+        for g, r in zip(got, ref, strict=True):
+            assert g.is_contiguous() and g.shape == r.shape, name
+            assert rel(g, r) < EXPORT_RTOL, name
+        assert compiled_layout(module, "cuda") is module
 
 
 def test_sha256_matches_hashlib(tmp_path):
