@@ -91,7 +91,9 @@ if want samplerdemo; then
   # The bundled demo model (small networks: quick to compile; shows the loop's own cost and what
   # CUDA graphs save) before the slow reference-size export below.
   echo "== sampler benchmark: bundled demo model, 320x320, at $((SECONDS - t0)) s =="
-  sampler_bench demo "$repo/kspace_ldm/pretrained/demo/ldm" 1e-5
+  # 1e-4: the export prints each package's error; the exactness check is the samplertest stage
+  # (1e-5), and a benchmark must not be lost to a ~1e-5 miss on an untested device.
+  sampler_bench demo "$repo/kspace_ldm/pretrained/demo/ldm" 1e-4
 fi
 if want sampler; then
   echo "== sampler benchmark: reference-size models (untrained), 320x320, at $((SECONDS - t0)) s =="
