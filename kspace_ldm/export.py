@@ -106,6 +106,13 @@ class _Denoiser(torch.nn.Module):
         return unpad(self.unet(zp, t).sample, info)
 
 
+def channels_last_inputs(args: tuple) -> tuple:
+    """Every 4-D tensor of ``args`` in channels-last layout (others as they are)."""
+    return tuple(
+        a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 else a for a in args
+    )
+
+
 class _ChannelsLast(torch.nn.Module):
     """Runs ``inner`` in channels-last layout behind the plain (NCHW-contiguous) interface of
     the package: every 4-D input is converted on entry, every output made contiguous on exit.
@@ -123,10 +130,7 @@ class _ChannelsLast(torch.nn.Module):
         self.inner = inner.to(memory_format=torch.channels_last)
 
     def forward(self, *args):
-        args = tuple(
-            a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 else a for a in args
-        )
-        out = self.inner(*args)
+        out = self.inner(*channels_last_inputs(args))
         if isinstance(out, torch.Tensor):
             return out.contiguous()
         return tuple(o.contiguous() for o in out)

@@ -21,7 +21,13 @@ from pathlib import Path
 
 import torch
 
-from kspace_ldm.export import _ChannelsLast, _rel_err, sampler_networks
+from kspace_ldm.export import (
+    _compile,
+    _rel_err,
+    channels_last_inputs,
+    compiled_layout,
+    sampler_networks,
+)
 from kspace_ldm.sampling.cgs import KspaceLDMSampler
 
 
@@ -29,15 +35,8 @@ def _first(out):
     return out if isinstance(out, torch.Tensor) else out[0]
 
 
-def _channels_last(args):
-    return tuple(
-        a.contiguous(memory_format=torch.channels_last) if a.dim() == 4 else a for a in args
-    )
-
-
 def _package(module, args, path: Path):
-    ep = torch.export.export(module, args, strict=False)
-    torch._inductor.aoti_compile_and_package(ep, package_path=str(path))
+    _compile(module, args, path, dynamic_batch=False)
     return torch._inductor.aoti_load_package(str(path))
 
 
@@ -84,14 +83,10 @@ def main() -> None:
             cl = copy.deepcopy(module).to(memory_format=torch.channels_last)
             runs = {
                 "eager NCHW": (module, args),
-                "eager channels-last": (cl, _channels_last(args)),
+                "eager channels-last": (cl, channels_last_inputs(args)),
                 "AOTI NCHW": (_package(module, args, Path(tmp) / f"{name}_nchw.pt2"), args),
                 "AOTI channels-last": (
-                    _package(
-                        _ChannelsLast(copy.deepcopy(module)).eval(),
-                        args,
-                        Path(tmp) / f"{name}_cl.pt2",
-                    ),
+                    _package(compiled_layout(module, "cpu"), args, Path(tmp) / f"{name}_cl.pt2"),
                     args,
                 ),
             }
@@ -112,7 +107,7 @@ def main() -> None:
             ]
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
             if a.profile:
-                profiles[name] = _profile(cl, _channels_last(args))
+                profiles[name] = _profile(cl, channels_last_inputs(args))
     for name, table in profiles.items():
         print(f"\n{name}, eager channels-last, 3 calls:\n{table}")
 
