@@ -8,7 +8,7 @@
 #
 #   scripts/train_unet_baseline.sh [WORK_DIR]      (default WORK_DIR: runs/unet_baseline)
 #
-# Environment: STEPS (default: the config's 2000), EVERY (validation/checkpoint interval, 250),
+# Environment: STEPS (default: the config's 6000), EVERY (validation/checkpoint interval, 500),
 #   CGS=0 skips the cgs rows, DATA=... reuses existing demo data (kldm data synth --seed 0 ...),
 #   KLDM=.venv/bin/kldm PY=.venv/bin/python. Training resumes when rerun. Time at one torch
 #   thread on the 2-core machine: see docs/results.md.
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 WORK=${1:-runs/unet_baseline}
 KLDM=${KLDM:-.venv/bin/kldm}
 PY=${PY:-.venv/bin/python}
-EVERY=${EVERY:-250}
+EVERY=${EVERY:-500}
 DATA=${DATA:-$WORK/data/synth96}
 RUN=$WORK/unet
 EVAL=$WORK/eval

@@ -196,3 +196,22 @@ def test_recon_rejects_a_model_that_is_not_a_unet(synth, tmp_path):
         load_sampler(ReconOptions(sampler="unet", model=str(ae_like), backend="cpp"))
     with pytest.raises(InputError, match="not a U-Net"):
         load_unet(ae_like)
+
+
+def test_validation_masks_are_the_masks_recon_draws(synth):
+    """Validation scores the U-Net on the per-volume masks `kldm recon` uses for the same file."""
+    from kspace_ldm.data.fastmri import FastMRIFile
+    from kspace_ldm.data.masks import seed_from_filename
+    from kspace_ldm.recon import ReconOptions, undersample_slices, volume_mask
+
+    for accel, cf in ((4, 0.08), (8, 0.04)):
+        cfg = load_config(DEMO, [f"unet.accelerations=[{accel}]", f"unet.center_fractions=[{cf}]"])
+        stage = UNetStage(cfg, torch.device("cpu"))
+        opts = ReconOptions(accelerations=(accel,), center_fractions=(cf,))
+        for path in sorted((synth / "singlecoil_val").glob("*.h5")):
+            with FastMRIFile(path) as f:
+                mask, _ = volume_mask(f, opts)
+                _, used = undersample_slices(f, mask, 0, 1)
+                shape = f.kspace_shape
+            mine = stage.mask_func(shape, seed=seed_from_filename(path.name)).mask
+            np.testing.assert_array_equal(mine, used)
