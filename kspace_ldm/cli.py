@@ -208,10 +208,11 @@ def inspect(file, png, slice_idx) -> None:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--sampler",
-    type=click.Choice(["zero-filled", "cgs", "cgs-ref"]),
+    type=click.Choice(["zero-filled", "cgs", "cgs-ref", "unet"]),
     default=None,
     help="Reconstruction method: cgs (corrected consistency-guided LDM sampler; the default "
-    "with --model), cgs-ref (the reference algorithm), zero-filled (the default without --model).",
+    "with --model), cgs-ref (the reference algorithm), unet (the supervised U-Net baseline, "
+    "--model a kldm train --stage unet run), zero-filled (the default without --model).",
 )
 @click.option(
     "--model",
@@ -429,10 +430,10 @@ def evaluate(
 @main.command()
 @click.option(
     "--stage",
-    type=click.Choice(["ae", "ldm"]),
+    type=click.Choice(["ae", "ldm", "unet"]),
     default=None,
-    help="What to train (ae: the first-stage k-space autoencoder; ldm: the latent denoiser). "
-    "Default: the config's 'stage'.",
+    help="What to train (ae: the first-stage k-space autoencoder; ldm: the latent denoiser; "
+    "unet: the supervised U-Net baseline). Default: the config's 'stage'.",
 )
 @click.option(
     "--config",

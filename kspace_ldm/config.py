@@ -31,6 +31,7 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "TrainConfig",
+    "UNetStageConfig",
     "apply_overrides",
     "config_to_yaml",
     "load_config",
@@ -182,13 +183,38 @@ class LDMConfig:
 
 
 @dataclass
+class UNetStageConfig:
+    """The supervised baseline (``unet:``, used when ``stage: unet``): fastMRI's U-Net recipe,
+    :class:`~kspace_ldm.models.image_unet.ImageUNet` on zero-filled magnitude images.
+
+    ``chans`` / ``num_pool_layers`` / ``drop_prob``: the network (fastMRI 32 / 4 / 0).
+    ``clamp``: the standardised input and target are clamped to ``[-clamp, clamp]`` (fastMRI 6;
+    0 = off). Masks: ``mask_type`` (a :func:`~kspace_ldm.data.masks.create_mask` name) with
+    ``center_fractions`` / ``accelerations`` (one pair per draw, as fastMRI's mask functions); a
+    new mask is drawn for every training sample of every step, seeded by ``(train.seed, step,
+    rank, sample)``; validation uses one mask per volume seeded by its file name (fastMRI's
+    validation protocol, the same masks ``kldm recon`` draws).
+    """
+
+    chans: int = 32
+    num_pool_layers: int = 4
+    drop_prob: float = 0.0
+    clamp: float = 6.0
+    mask_type: str = "random"
+    center_fractions: list[float] = field(default_factory=lambda: [0.08])
+    accelerations: list[float] = field(default_factory=lambda: [4.0])
+
+
+@dataclass
 class TrainConfig:
-    """A whole experiment (one YAML file): ``stage: ae`` (first stage) or ``ldm`` (second)."""
+    """A whole experiment (one YAML file): ``stage: ae`` (first stage), ``ldm`` (second) or
+    ``unet`` (the supervised U-Net baseline)."""
 
     stage: str = "ae"
     name: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     ldm: LDMConfig = field(default_factory=LDMConfig)
+    unet: UNetStageConfig = field(default_factory=UNetStageConfig)
     normalization: NormConfig = field(default_factory=NormConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -331,10 +357,12 @@ def validate(cfg: TrainConfig) -> None:
     def bad(key: str, problem: str) -> InputError:
         return InputError("config", f"{key}: {problem}")
 
-    if cfg.stage not in ("ae", "ldm"):
-        raise bad("stage", f"must be ae or ldm, got {cfg.stage!r}")
+    if cfg.stage not in ("ae", "ldm", "unet"):
+        raise bad("stage", f"must be ae, ldm or unet, got {cfg.stage!r}")
     if cfg.stage == "ldm":
         _validate_ldm(cfg.ldm, bad)
+    if cfg.stage == "unet":
+        _validate_unet(cfg.unet, bad)
     if cfg.model.family not in FAMILIES:
         raise bad("model.family", f"must be one of {sorted(FAMILIES)}, got {cfg.model.family!r}")
     if cfg.normalization.mode not in NORM_MODES:
@@ -345,8 +373,8 @@ def validate(cfg: TrainConfig) -> None:
         raise bad(
             "optim.scheduler", f"must be constant, cosine or step, got {cfg.optim.scheduler!r}"
         )
-    if cfg.optim.optimizer not in ("adam", "adamw"):
-        raise bad("optim.optimizer", f"must be adam or adamw, got {cfg.optim.optimizer!r}")
+    if cfg.optim.optimizer not in ("adam", "adamw", "rmsprop"):
+        raise bad("optim.optimizer", f"must be adam, adamw or rmsprop, got {cfg.optim.optimizer!r}")
     if len(cfg.optim.betas) != 2:
         raise bad("optim.betas", f"must have two values, got {cfg.optim.betas}")
     if cfg.train.precision not in ("auto", "fp32", "bf16"):
@@ -388,6 +416,23 @@ def _validate_ldm(c: LDMConfig, bad) -> None:
         raise bad("ldm.ema_decay", f"must be in [0, 1), got {c.ema_decay}")
     if c.scale_factor < 0:
         raise bad("ldm.scale_factor", "must be >= 0 (0: computed from the training latents)")
+
+
+def _validate_unet(c: UNetStageConfig, bad) -> None:
+    from .data.masks import create_mask
+
+    if c.chans < 1:
+        raise bad("unet.chans", f"must be >= 1, got {c.chans}")
+    if c.num_pool_layers < 0:
+        raise bad("unet.num_pool_layers", f"must be >= 0, got {c.num_pool_layers}")
+    if not 0.0 <= c.drop_prob < 1.0:
+        raise bad("unet.drop_prob", f"must be in [0, 1), got {c.drop_prob}")
+    if c.clamp < 0:
+        raise bad("unet.clamp", f"must be >= 0 (0: no clamp), got {c.clamp}")
+    try:  # the mask function checks its own parameters (pairs, ranges, integer steps)
+        create_mask(c.mask_type, c.center_fractions, c.accelerations)
+    except InputError as err:
+        raise bad("unet.mask_type", err.problem) from None
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

@@ -25,7 +25,7 @@ from kspace_ldm.errors import InputError
 from kspace_ldm.physics.transforms import kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
-SAMPLERS = ("zero-filled", "cgs", "cgs-ref")
+SAMPLERS = ("zero-filled", "cgs", "cgs-ref", "unet")
 # The sampler implementations: "python" (kspace_ldm.sampling.cgs, eager PyTorch on an LDM run) and
 # "cpp" (kldm::Sampler through kspace_ldm.sampling.cpp, on an export directory).
 BACKENDS = ("python", "cpp")
@@ -51,7 +51,8 @@ class ReconOptions:
         seed: mask seed. None -> per-file seed ``tuple(map(ord, file_name))`` (fastMRI's
             validation protocol); an int -> that seed for every file.
         model: LDM run (or its ``best``) for the diffusion samplers; an export directory
-            (``kldm export``) for ``backend="cpp"``.
+            (``kldm export``) for ``backend="cpp"``; a ``kldm train --stage unet`` run for
+            ``unet`` (the supervised baseline, Python backend only).
         backend: ``python`` (the reference implementation, eager PyTorch) or ``cpp``
             (``kldm::Sampler`` on AOTInductor packages; same algorithm, defaults and seeds).
         steps / t0 / guidance / eta: sampler settings (:class:`SamplerOptions`; None = default).
@@ -136,11 +137,17 @@ def recon_size(f: FastMRIFile) -> tuple[int, int]:
 
 def load_sampler(options: ReconOptions):
     """The :class:`~kspace_ldm.sampling.cgs.KspaceLDMSampler` of ``options.model`` (None for
-    zero-filled)."""
+    zero-filled; the :class:`~kspace_ldm.models.image_unet.ImageUNet` for ``unet``)."""
     if options.sampler == "zero-filled":
         return None
     if not options.model:
         raise InputError("--model", f"the {options.sampler} sampler needs --model RUN_DIR")
+    if options.sampler == "unet":
+        if options.backend != "python":
+            raise InputError("--backend", "the unet sampler has only the python backend")
+        from kspace_ldm.training.unet_stage import load_unet
+
+        return load_unet(options.model, options.device)
     if options.backend == "cpp":
         from kspace_ldm.sampling.cpp import CppSampler
 
@@ -190,6 +197,11 @@ def reconstruct_file(
             masked, mask_used = undersample_slices(f, mask, start, stop, options.device)
             if sampler is None:
                 image = zero_filled(masked, crop=crop, coil_dim=coil_dim)  # [b, R, R] float32
+            elif options.sampler == "unet":
+                # The U-Net's input is the zero-filled image at the target size (its training).
+                zf = zero_filled(masked, crop=crop, coil_dim=coil_dim)
+                with torch.no_grad():
+                    image = sampler(zf[:, None].float())[:, 0]
             else:
                 from kspace_ldm.sampling.cgs import SamplerOptions
 
@@ -237,6 +249,8 @@ def reconstruct_file(
 def _sampler_attrs(options: ReconOptions) -> dict:
     if options.sampler == "zero-filled":
         return {}
+    if options.sampler == "unet":
+        return {"model": str(options.model)}
     out = {
         "model": str(options.model),
         "sampler_seed": options.sampler_seed,

@@ -373,6 +373,10 @@ class UNet(FirstStageModel):
         with_residuals: concatenate skip connections (UnetWN) or not (UnetWON / UnetWONO; the
             input-normalisation switch is ``normalization.mode``). With skips the bottleneck can
             be bypassed, so its ``z`` is not a usable diffusion latent.
+        latent_block: the bottleneck ConvBlock to ``latent_dim`` channels. ``False`` drops it
+            (``z`` is then the pooled widest features and ``latent_dim`` is ignored): exactly
+            fastMRI's U-Net, whose only bottleneck block is ``widest -> 2 * widest``
+            (:class:`~kspace_ldm.models.image_unet.ImageUNet`).
     """
 
     def __init__(
@@ -383,10 +387,10 @@ class UNet(FirstStageModel):
         latent_dim: int = 16,
         drop_prob: float = 0.0,
         with_residuals: bool = True,
+        latent_block: bool = True,
     ):
         super().__init__()
         self.in_channels = in_channels
-        self.latent_channels = latent_dim
         self.downsample = 2**num_pool_layers
         self.with_residuals = bool(with_residuals)
         self.down = nn.ModuleList()
@@ -396,7 +400,10 @@ class UNet(FirstStageModel):
             self.down.append(_ConvBlock(cin, ch, drop_prob))
             cin, ch = ch, ch * 2
         widest = cin
-        self.conv_in = _ConvBlock(widest, latent_dim, drop_prob)
+        if not latent_block:
+            latent_dim = widest
+        self.latent_channels = latent_dim
+        self.conv_in = _ConvBlock(widest, latent_dim, drop_prob) if latent_block else nn.Identity()
         self.conv_out = _ConvBlock(latent_dim, widest * 2, drop_prob)
         self.up_conv = nn.ModuleList()
         self.up_block = nn.ModuleList()

@@ -1,4 +1,7 @@
-"""The first-stage trainer behind ``kldm train --stage ae``.
+"""The first-stage trainer behind ``kldm train --stage ae`` (and ``--stage unet``).
+
+``stage: unet`` (the supervised U-Net baseline) runs through the same loop; its loss and
+validation are the per-stage part in :mod:`kspace_ldm.training.unet_stage`.
 
 One process per device; under ``torchrun`` it joins a process group (NCCL on GPUs, gloo on the
 CPU), wraps the autoencoder in ``DistributedDataParallel`` and shards every batch list with
@@ -145,6 +148,8 @@ class LRSchedule:
 
 def _optimizer(params, cfg: TrainConfig, lr: float | None = None) -> torch.optim.Optimizer:
     o = cfg.optim
+    if o.optimizer == "rmsprop":  # fastMRI's U-Net recipe (betas do not apply)
+        return torch.optim.RMSprop(params, lr=lr or o.lr, weight_decay=o.weight_decay)
     cls = torch.optim.AdamW if o.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=lr or o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
 
@@ -247,12 +252,12 @@ def evaluate_model(
     return out, pairs
 
 
-def _panel_image(pairs: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def _panel_image(pairs: list[tuple[np.ndarray, np.ndarray]], label: str = "decoded") -> np.ndarray:
     rows, labels, vmax = [], [], []
     for target, recon in pairs:
         err = np.abs(recon - target)
         rows.append([target, recon, err * 5])
-        labels.append(["target", "decoded", "|error| x5"])
+        labels.append(["target", label, "|error| x5"])
         m = float(target.max())
         vmax.append([m, m, m])
     return np.asarray(panel(rows, labels, vmax))
@@ -383,21 +388,30 @@ def train(
             max_slices=cfg.data.max_val_slices,
             train=False,
         )
-    coils = train_ds[0].kspace.shape[0]
-    if cfg.model.in_channels and cfg.model.in_channels != 2 * coils:
-        raise InputError(
-            "model.in_channels",
-            f"{cfg.model.in_channels} does not match the data's {coils} coil(s) (= {2 * coils})",
-        )
-    cfg.model.in_channels = 2 * coils
-
     # ---- model, loss, optimisers (same seed on every rank; DDP also broadcasts rank 0's)
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model).to(device)
-    normalizer = build_normalizer(cfg.normalization)
-    loss_cfg = _resolved_loss_cfg(cfg, model)
-    loss_fn = FirstStageLoss(loss_cfg, normalizer).to(device)
-    disc = loss_fn.discriminator
+    unet_stage = None
+    if cfg.stage == "unet":
+        # The per-stage part: fastMRI's U-Net on zero-filled images, any coil count (RSS in).
+        from .unet_stage import UNetStage
+
+        unet_stage = UNetStage(cfg, device, use_bf16)
+        model = unet_stage.model.to(device)
+        disc = None
+    else:
+        coils = train_ds[0].kspace.shape[0]
+        if cfg.model.in_channels and cfg.model.in_channels != 2 * coils:
+            raise InputError(
+                "model.in_channels",
+                f"{cfg.model.in_channels} does not match the data's {coils} coil(s) "
+                f"(= {2 * coils})",
+            )
+        cfg.model.in_channels = 2 * coils
+        model = build_model(cfg.model).to(device)
+        normalizer = build_normalizer(cfg.normalization)
+        loss_cfg = _resolved_loss_cfg(cfg, model)
+        loss_fn = FirstStageLoss(loss_cfg, normalizer).to(device)
+        disc = loss_fn.discriminator
     opt = _optimizer(model.parameters(), cfg)
     o = cfg.optim
     sched = _lr_scheduler(opt, cfg)
@@ -473,10 +487,16 @@ def train(
         if d.enabled and tc.check_replicas:
             _check_replicas(model, device, step_done)
         if d.is_main:
-            last_val, pairs = evaluate_model(
-                model, normalizer, val_ds, device, cfg.data.val_batch_size, tc.val_panels
-            )
-            img = _panel_image(pairs) if pairs else None
+            if unet_stage is not None:
+                last_val, pairs = unet_stage.evaluate(
+                    model, val_ds, cfg.data.val_batch_size, tc.val_panels
+                )
+            else:
+                last_val, pairs = evaluate_model(
+                    model, normalizer, val_ds, device, cfg.data.val_batch_size, tc.val_panels
+                )
+            label = "U-Net" if unet_stage is not None else "decoded"
+            img = _panel_image(pairs, label) if pairs else None
             if img is not None:
                 save_png(img, run_dir / "panels" / f"step_{step_done:08d}.png")
             logger.log_val(step_done, last_val, img)
@@ -502,10 +522,14 @@ def train(
         for batch in loader:
             # Per-step seeding: posterior samples / dropout depend only on (seed, step, rank).
             torch.manual_seed((tc.seed * 1_000_003 + step) * 8191 + d.rank)
-            k = batch["kspace"].to(device, non_blocking=True)
-            loss, logs, imgs = loss_fn.model_loss(
-                model, k, batch["crop"], step, forward=ddp_model, bf16=use_bf16
-            )
+            k = batch["kspace"]
+            if unet_stage is not None:
+                loss, logs = unet_stage.loss(ddp_model, batch, step, d.rank)
+            else:
+                k = k.to(device, non_blocking=True)
+                loss, logs, imgs = loss_fn.model_loss(
+                    model, k, batch["crop"], step, forward=ddp_model, bf16=use_bf16
+                )
             if not torch.isfinite(loss):
                 raise InputError("train", f"loss is {loss.item()} at step {step}; lower optim.lr")
             opt.zero_grad(set_to_none=True)
@@ -605,8 +629,8 @@ def run_from_cli(
     overrides: list[str],
     stage: str | None = None,
 ) -> TrainResult:
-    """``kldm train --stage ae|ldm``: resolve the config (a resumed run reloads its own) and train
-    the stage it names (``stage``, when given, must agree with the config's)."""
+    """``kldm train --stage ae|ldm|unet``: resolve the config (a resumed run reloads its own)
+    and train the stage it names (``stage``, when given, must agree with the config's)."""
     if resume is not None:
         if config is not None:
             raise InputError(

@@ -1,0 +1,178 @@
+"""The per-stage part of ``kldm train --stage unet``: fastMRI's supervised U-Net recipe.
+
+The training loop, run directory, checkpoints, resume, logging and progress bar are the first
+stage's (:func:`kspace_ldm.training.trainer.train`, which calls into :class:`UNetStage` for the
+loss and the validation); the data are the same fastMRI-format slices
+(:class:`~kspace_ldm.training.data.FirstStageDataset`, fully sampled k-space + target).
+
+Per training sample: draw a mask with the configured fastMRI mask function (a new one per sample
+and step, seeded by ``(train.seed, step, rank, sample)``: reproducible, and an exact resume sees
+the masks an uninterrupted run sees), zero the unacquired k-space, form the zero-filled magnitude
+(RSS) image at the target size, and regress the target with L1 in the input's standardised units
+(:class:`~kspace_ldm.models.image_unet.ImageUNet`).
+
+Validation undersamples every volume with one mask seeded by its file name (fastMRI's protocol,
+and the mask ``kldm recon`` draws for that file at the same mask settings) and scores the
+reconstructions like the first stage's validation (PSNR/SSIM with the volume's ``max``, NMSE, per
+slice, averaged over slices).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import TrainConfig, load_config
+from ..data.masks import apply_mask, create_mask, seed_from_filename
+from ..errors import InputError
+from ..metrics import nmse, psnr, ssim
+from ..models.image_unet import ImageUNet
+from ..physics.transforms import zero_filled
+from .checkpoint import load_model_weights
+from .data import FirstStageDataset, collate
+
+__all__ = ["UNetStage", "build_image_unet", "load_unet"]
+
+_SEED_MOD = 2**32  # fastMRI mask seeds are ints (or tuples of ints) in [0, 2**32)
+
+
+def build_image_unet(cfg: TrainConfig) -> ImageUNet:
+    """The :class:`ImageUNet` described by ``cfg.unet``."""
+    u = cfg.unet
+    return ImageUNet(
+        chans=u.chans, num_pool_layers=u.num_pool_layers, drop_prob=u.drop_prob, clamp=u.clamp
+    )
+
+
+class UNetStage:
+    """Loss and validation of the U-Net stage (used by the shared training loop).
+
+    Args:
+        cfg: the run's config (``stage: unet``).
+        device: where the batches go.
+        bf16: bf16 autocast of the forward pass (CUDA); the loss is float32.
+    """
+
+    def __init__(self, cfg: TrainConfig, device: torch.device, bf16: bool = False):
+        self.cfg = cfg
+        self.device = device
+        self.bf16 = bool(bf16)
+        u = cfg.unet
+        self.mask_func = create_mask(u.mask_type, u.center_fractions, u.accelerations)
+        self.model = build_image_unet(cfg)
+
+    def training_masks(self, shape: tuple[int, ...], step: int, rank: int, n: int) -> np.ndarray:
+        """``n`` masks for k-space ``shape`` ``(..., H, W)`` at ``step``: bool ``[n, W]`` (column
+        masks) or ``[n, H, W]``, each seeded by ``(train.seed, step, rank, sample)``."""
+        base = (self.cfg.train.seed % _SEED_MOD, step % _SEED_MOD, rank % _SEED_MOD)
+        return np.stack([self.mask_func(shape, seed=(*base, i)).mask for i in range(n)])
+
+    def zero_filled_batch(
+        self, kspace: torch.Tensor, masks: np.ndarray, crop: tuple[int, int]
+    ) -> torch.Tensor:
+        """Zero-filled magnitude/RSS images ``[B, 1, h, w]`` of ``kspace`` ``[B, C, H, W]`` under
+        ``masks`` (one per slice)."""
+        masked = torch.stack([apply_mask(kspace[i], masks[i])[0] for i in range(kspace.shape[0])])
+        return zero_filled(masked, crop=crop, coil_dim=1)[:, None].float()
+
+    def loss(
+        self, forward: torch.nn.Module, batch: dict, step: int, rank: int = 0
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """L1 loss of one batch (``forward``: the model, or its DDP wrapper)."""
+        k = batch["kspace"].to(self.device, non_blocking=True)
+        masks = self.training_masks(tuple(k.shape[1:]), step, rank, k.shape[0])
+        image = self.zero_filled_batch(k, masks, batch["crop"])
+        target = batch["target"].to(self.device)[:, None].float()
+        model = forward.module if hasattr(forward, "module") else forward
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            pred, mean, std = forward(image, normalized=True)
+        loss = torch.nn.functional.l1_loss(pred.float(), model.normalize_target(target, mean, std))
+        accel = float(np.mean([m.size / max(int(m.sum()), 1) for m in masks]))
+        return loss, {"loss": loss.detach(), "effective_acceleration": torch.tensor(accel)}
+
+    @torch.no_grad()
+    def evaluate(
+        self,
+        model: ImageUNet,
+        dataset: FirstStageDataset,
+        batch_size: int = 4,
+        panels: int = 0,
+    ) -> tuple[dict[str, float], list[tuple[np.ndarray, np.ndarray]]]:
+        """Reconstruct every validation slice from its per-volume masked k-space and score it.
+
+        Returns:
+            ``({"psnr", "ssim", "nmse", "slices"}, [(target, recon), ...])`` (up to ``panels``).
+        """
+        was_training = model.training
+        model.eval()
+        scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "nmse": []}
+        pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        masks: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
+        pending: list = []
+
+        def volume_mask(item) -> np.ndarray:
+            key = (item.fname, tuple(item.kspace.shape))
+            if key not in masks:
+                seed = seed_from_filename(item.fname)
+                masks[key] = self.mask_func(tuple(item.kspace.shape), seed=seed).mask
+            return masks[key]
+
+        def flush() -> None:
+            if not pending:
+                return
+            b = collate(pending)
+            m = np.stack([volume_mask(it) for it in pending])
+            pending.clear()
+            image = self.zero_filled_batch(b["kspace"].to(self.device), m, b["crop"])
+            recon = model(image)[:, 0].float().cpu().numpy()
+            targets = b["target"].numpy()
+            for i in range(recon.shape[0]):
+                gt, pred, mx = targets[i][None], recon[i][None], float(b["max_value"][i])
+                scores["psnr"].append(psnr(gt, pred, mx))
+                scores["ssim"].append(ssim(gt, pred, mx))
+                scores["nmse"].append(nmse(gt, pred))
+                if len(pairs) < panels:
+                    pairs.append((targets[i], recon[i]))
+
+        for i in range(len(dataset)):
+            item = dataset[i]
+            if pending and (
+                item.kspace.shape != pending[0].kspace.shape or len(pending) >= batch_size
+            ):
+                flush()
+            pending.append(item)
+        flush()
+        model.train(was_training)
+        out = {k: float(np.mean(v)) for k, v in scores.items()}
+        out["slices"] = len(scores["psnr"])
+        return out, pairs
+
+
+def load_unet(path: str | Path, device: str = "cpu") -> ImageUNet:
+    """A trained U-Net from a ``kldm train --stage unet`` run directory (its ``best``), a
+    ``best`` or a checkpoint directory; one-line :class:`InputError` for any other folder."""
+    path = Path(path)
+    if (path / "best" / "config.yaml").is_file():
+        path = path / "best"
+    for cfg_path in (path / "config.yaml", path.parent.parent / "config.yaml"):
+        if cfg_path.is_file():
+            break
+    else:
+        raise InputError(path, "not a U-Net run, best or checkpoint directory (no config.yaml)")
+    cfg = load_config(cfg_path)
+    if cfg.stage != "unet":
+        raise InputError(
+            path,
+            f"is a {cfg.stage!r} model, not a U-Net (train one with kldm train --stage unet)",
+        )
+    model = build_image_unet(cfg)
+    try:
+        model.load_state_dict(load_model_weights(path))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise InputError(path, f"weights do not fit the config's U-Net ({first})") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device).eval()
