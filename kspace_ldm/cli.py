@@ -118,6 +118,8 @@ def info(as_json: bool) -> None:
         f"CMake package     {b['cmake_config']}",
         f"CMAKE_PREFIX_PATH {b['cmake_prefix_path']}",
         f"kldm-recon        {b['recon_tool'] or 'not built (no HDF5 C library at build time)'}",
+        "kldm-recon ISMRMRD "
+        + ("yes (libismrmrd)" if b.get("recon_ismrmrd") else "no (no libismrmrd at build time)"),
         f"export compiler   {b['export_compiler']}  ({_runtime_note(b)})",
         f"ops               {', '.join(b['ops'])}",
     ]
