@@ -568,6 +568,19 @@ def test_truncated_ismrmrd_is_one_line_error(tmp_path):
         read_ismrmrd(bad)
 
 
+def test_missing_optional_package_is_one_line_error(tmp_path, monkeypatch):
+    """Without nibabel (or pydicom, ismrmrd) the command names the package in one line, exit 2,
+    and writes nothing."""
+    import sys
+
+    src = undersampled_shepp_logan(tmp_path)
+    monkeypatch.setitem(sys.modules, "nibabel", None)  # import nibabel -> ImportError
+    out = tmp_path / "out"
+    msg = error_line(run("recon", src, "--out", out, "--format", "nifti", ok=False))
+    assert "'nibabel' is not installed" in msg and "kspace-ldm[formats]" in msg
+    assert not (out / "nifti").exists()
+
+
 def test_missing_acs_for_cgs_is_one_line_error(tmp_path):
     from kspace_ldm.pretrained import demo_model
 
