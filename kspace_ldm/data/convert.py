@@ -6,6 +6,8 @@ undersampled file also gets ``mask`` ``[W]`` (the lines present) and the test-fi
 ``acceleration`` and ``num_low_frequency``; the calibration block is kept as ``acs_start`` /
 ``acs_stop`` and the slice geometry as ``ismrmrd_position`` / ``_read_dir`` / ``_phase_dir`` /
 ``_slice_dir`` / ``_patient_table_position`` (``[S, 3]``) so that the way back restores them.
+Only repetition 0 is converted (a fastMRI file holds one image per slice); the per-acquisition
+header fields other than the line, slice, flags and geometry are not carried over.
 
 fastMRI -> ISMRMRD writes one acquisition per slice and present line (the file's mask, else
 every line of the header's acquired window) with the samples unchanged, so a round trip
