@@ -118,6 +118,8 @@ def info(as_json: bool) -> None:
         f"CMake package     {b['cmake_config']}",
         f"CMAKE_PREFIX_PATH {b['cmake_prefix_path']}",
         f"kldm-recon        {b['recon_tool'] or 'not built (no HDF5 C library at build time)'}",
+        "kldm-recon ISMRMRD "
+        + ("yes (libismrmrd)" if b.get("recon_ismrmrd") else "no (no libismrmrd at build time)"),
         f"export compiler   {b['export_compiler']}  ({_runtime_note(b)})",
         f"ops               {', '.join(b['ops'])}",
     ]
@@ -200,6 +202,25 @@ def inspect(file, png, slice_idx) -> None:
     if png is not None:
         preview_png(file, png, slice_idx=slice_idx)
         click.echo(f"preview: {png}")
+
+
+@data.command()
+@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option(
+    "--to",
+    type=click.Choice(["fastmri", "ismrmrd"]),
+    default=None,
+    help="Target format (default: the other one of each file's).",
+)
+@_handle_errors
+def convert(src, dst, to) -> None:
+    """Convert ISMRMRD raw data <-> fastMRI HDF5 (a file, or every *.h5 of a folder into DST)."""
+    from kspace_ldm.data.convert import convert as convert_files
+
+    done = convert_files(src, dst, to)
+    for source, out in done:
+        click.echo(f"{source} -> {out}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,6 +314,15 @@ def inspect(file, png, slice_idx) -> None:
     help="Sampler seed (combined with each file name and slice index).",
 )
 @click.option("--png", is_flag=True, help="Write a PNG preview of each volume's middle slice.")
+@click.option(
+    "--format",
+    "out_formats",
+    type=click.Choice(["h5", "ismrmrd", "dicom", "nifti", "png"]),
+    multiple=True,
+    help="Output format(s), repeatable: h5 (fastMRI submission file, the default), ismrmrd "
+    "(images in OUT/ismrmrd), dicom (a series per volume in OUT/dicom/NAME), nifti "
+    "(OUT/nifti/NAME.nii.gz), png (every slice in OUT/png/NAME).",
+)
 @_device_option
 @click.option(
     "--batch-size",
@@ -318,12 +348,15 @@ def recon(
     mask_seed,
     seed,
     png,
+    out_formats,
     device,
     batch_size,
 ) -> None:
-    """Reconstruct a fastMRI file or folder INPUT into fastMRI submission files in OUT.
+    """Reconstruct a fastMRI or ISMRMRD file (or folder) INPUT into fastMRI submission files in
+    OUT (or --format ismrmrd / dicom / nifti / png).
 
-    Under torchrun the files of a folder are shared out over the ranks."""
+    ISMRMRD raw data is told apart by its HDF5 layout; an undersampled one uses the lines it
+    holds as the mask. Under torchrun the files of a folder are shared out over the ranks."""
     from kspace_ldm.recon import ReconOptions, reconstruct
 
     if sampler is None:
@@ -347,6 +380,7 @@ def recon(
         sampler_seed=seed,
         samples=samples,
         backend=backend,
+        formats=tuple(out_formats) or ("h5",),
     )
     reports = reconstruct(input_path, out_dir, opts)
     if not reports:

@@ -1,9 +1,16 @@
-"""``kldm recon``: reconstruct fastMRI files into fastMRI submission files.
+"""``kldm recon``: reconstruct fastMRI (or ISMRMRD raw) files into fastMRI submission files.
 
 Each input volume is undersampled with one mask for all its slices (seeded from the file name, as
 fastMRI does, so every method sees the same mask), or, for fastMRI test-set files, with the mask
 stored in the file. The reconstruction is written as ``reconstruction`` ``[slices, R, R]`` float32,
 ``R`` the header's recon size (320 for fastMRI), under the input's file name.
+
+ISMRMRD raw datasets (an HDF5 file with ``/dataset/data`` and ``/dataset/xml``) are read by
+:func:`kspace_ldm.data.ismrmrd_io.read_ismrmrd`: an undersampled one carries its own mask (the
+lines present), a fully sampled one is undersampled with ``--mask`` like a fastMRI training file.
+``ReconOptions.formats`` adds viewer-side outputs (:mod:`kspace_ldm.data.image_io`): ``ismrmrd``
+images in ``out/ismrmrd/``, a ``dicom`` series per volume in ``out/dicom/<stem>/``, ``nifti`` in
+``out/nifti/`` and ``png`` slices in ``out/png/<stem>/``; ``h5`` is the submission file.
 """
 
 from __future__ import annotations
@@ -61,6 +68,8 @@ class ReconOptions:
         png: also write a preview PNG of the middle slice per volume into ``out/png``.
         device: torch device of the computation.
         batch_size: slices processed together (memory: one batch of k-space at a time).
+        formats: outputs to write, from :data:`kspace_ldm.data.image_io.FORMATS` (``h5`` the
+            fastMRI submission file, ``ismrmrd``, ``dicom``, ``nifti``, ``png``).
     """
 
     sampler: str = "zero-filled"
@@ -79,6 +88,7 @@ class ReconOptions:
     sampler_seed: int = 0
     samples: int = 1
     backend: str = "python"
+    formats: Sequence[str] = ("h5",)
 
 
 @dataclass
@@ -93,6 +103,106 @@ class ReconReport:
     effective_acceleration: float
     used_file_mask: bool
     extra: dict = field(default_factory=dict)
+
+
+def open_volume(path: str | Path):
+    """A fastMRI file (:class:`FastMRIFile`, read lazily) or an ISMRMRD raw dataset
+    (:class:`~kspace_ldm.data.ismrmrd_io.IsmrmrdVolume`, read whole), told apart by the HDF5
+    layout; both give the interface ``kldm recon`` uses."""
+    from kspace_ldm.data.ismrmrd_io import is_ismrmrd_file, read_ismrmrd
+
+    if Path(path).is_file() and is_ismrmrd_file(path):
+        return read_ismrmrd(path)
+    return FastMRIFile(path)
+
+
+def check_calibration(f, options: ReconOptions, mask: np.ndarray) -> None:
+    """An undersampled ISMRMRD file needs ACS-flagged lines for the diffusion samplers (their
+    normalisation is estimated from the calibration region): a one-line error otherwise."""
+    calibration = getattr(f, "calibration", False)
+    if options.sampler == "zero-filled" or calibration is not None or not f.has_mask:
+        return
+    raise InputError(
+        f.path,
+        f"no calibration lines (no ACQ_IS_PARALLEL_CALIBRATION flags) in an undersampled file "
+        f"({int(np.asarray(mask).sum())} of {np.asarray(mask).size} lines); the "
+        f"{options.sampler} sampler needs a fully sampled calibration region",
+    )
+
+
+def output_geometry(f, shape: tuple[int, int, int]):
+    """The :class:`~kspace_ldm.data.image_io.VolumeGeometry` of a reconstruction ``shape``
+    ``[S, Rx, Ry]``: from the ISMRMRD acquisitions, or from a fastMRI file's header FOV."""
+    from kspace_ldm.data.image_io import volume_geometry
+
+    geometry = getattr(f, "geometry", None)
+    fov = getattr(f, "recon_fov_mm", None)
+    if fov is None and getattr(f, "header_xml", None):
+        fov = _recon_fov(f.header_xml)
+    return volume_geometry(fov, f.header.recon_size[:2], shape[0], geometry)
+
+
+def _recon_fov(xml: str) -> tuple[float, float, float] | None:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    for el in root.iter():
+        if el.tag.rsplit("}", 1)[-1] == "reconSpace":
+            for fov in el.iter():
+                if fov.tag.rsplit("}", 1)[-1] == "fieldOfView_mm":
+                    vals = {c.tag.rsplit("}", 1)[-1]: c.text for c in fov}
+                    try:
+                        return tuple(float(vals[k]) for k in "xyz")  # type: ignore[return-value]
+                    except (KeyError, TypeError, ValueError):
+                        return None
+    return None
+
+
+def write_outputs(f, recon: np.ndarray, out_dir: Path, options: ReconOptions, attrs: dict):
+    """Write ``recon`` ``[S, Rx, Ry]`` in every format of ``options.formats``; returns the paths
+    (the submission file first when ``h5`` is asked for)."""
+    from kspace_ldm.data import image_io
+
+    stem = f.path.name[: -len(".h5")] if f.path.name.endswith(".h5") else f.path.stem
+    formats = list(dict.fromkeys(options.formats))
+    unknown = [x for x in formats if x not in image_io.FORMATS]
+    if unknown:
+        raise InputError(
+            "--format", f"unknown format {unknown[0]!r} (available: {', '.join(image_io.FORMATS)})"
+        )
+    geom = output_geometry(f, recon.shape) if set(formats) - {"h5", "png"} else None
+    outputs = []
+    for fmt in formats:
+        if fmt == "h5":
+            outputs.append(write_reconstruction(out_dir / f.path.name, recon, attrs=attrs))
+        elif fmt == "ismrmrd":
+            outputs.append(
+                image_io.write_ismrmrd_images(
+                    out_dir / "ismrmrd" / f"{stem}.h5", recon, geom, getattr(f, "header_xml", None)
+                )
+            )
+        elif fmt == "dicom":
+            desc = f"kspace-ldm {options.sampler} {stem}"
+            attrs_in = f.attrs if hasattr(f, "attrs") else {}
+            patient = str(attrs_in.get("patient_id", ""))
+            outputs.append(
+                image_io.write_dicom_series(
+                    out_dir / "dicom" / stem,
+                    recon,
+                    geom,
+                    series_description=desc,
+                    patient_id=patient[:64] or "ANONYMOUS",
+                    patient_position=str(attrs_in.get("patient_position", "")),
+                )
+            )
+        elif fmt == "nifti":
+            outputs.append(image_io.write_nifti(out_dir / "nifti" / f"{stem}.nii.gz", recon, geom))
+        else:
+            outputs.append(image_io.write_png_slices(out_dir / "png" / stem, recon))
+    return outputs
 
 
 def volume_mask(f: FastMRIFile, options: ReconOptions) -> tuple[np.ndarray, MaskResult | None]:
@@ -187,8 +297,9 @@ def reconstruct_file(
         sampler = load_sampler(options)
     path = Path(path)
     t0 = time.perf_counter()
-    with FastMRIFile(path) as f:
+    with open_volume(path) as f:
         mask, result = volume_mask(f, options)
+        check_calibration(f, options, mask)
         crop = recon_size(f)
         coil_dim = 1 if f.is_multicoil else None
         recon = np.empty((f.num_slices, *crop), dtype=np.float32)
@@ -231,7 +342,8 @@ def reconstruct_file(
             "acceleration_nominal": float(result.acceleration) if result else float("nan"),
             "effective_acceleration": float(mask.size / max(int(mask.sum()), 1)),
         }
-        out = write_reconstruction(Path(out_dir) / path.name, recon, attrs=attrs)
+        outputs = write_outputs(f, recon, Path(out_dir), options, attrs)
+        out = outputs[0]
         if options.png:
             mid = recon.shape[0] // 2
             save_png(recon[mid], Path(out_dir) / "png" / f"{path.stem}.png")
@@ -243,6 +355,7 @@ def reconstruct_file(
             acceleration=float(result.acceleration) if result else f.acceleration,
             effective_acceleration=attrs["effective_acceleration"],
             used_file_mask=result is None,
+            extra={"outputs": [str(p) for p in outputs]},
         )
 
 

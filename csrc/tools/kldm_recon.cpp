@@ -12,8 +12,24 @@
 // temporary name and renamed, so a failed run leaves nothing half-written. The per-batch sampler
 // seed is the one `kldm recon` uses (sampler seed, file name, first slice), so both backends give
 // the same file. Errors: one line on stderr naming the file, exit status 2 (bad input) or 1.
+//
+// Built with libismrmrd (KLDM_WITH_ISMRMRD; CMake finds it like HDF5, optional), INPUT may also be
+// an ISMRMRD raw dataset (/dataset/data + /dataset/xml; Cartesian 2-D, the mask = the lines
+// present, ACS-flagged calibration lines required) and `--format ismrmrd` writes OUTPUT as ISMRMRD
+// magnitude images (/dataset/image_0) with the acquisitions' geometry, as `kldm recon --format
+// ismrmrd` does. Without libismrmrd both are a one-line error naming the missing library.
 #include <ATen/ATen.h>
 #include <hdf5.h>
+
+#ifdef KLDM_WITH_ISMRMRD
+#include <ismrmrd/dataset.h>
+#include <ismrmrd/ismrmrd.h>
+#include <ismrmrd/xml.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#endif
 
 #include <cstdio>
 #include <cstdlib>
@@ -65,12 +81,232 @@ uint64_t batch_seed(uint64_t sampler_seed, const std::string& name, int64_t star
   return v & ((1ull << 63) - 1);
 }
 
+struct SliceGeometry {
+  float position[3] = {0, 0, 0};
+  float read[3] = {1, 0, 0}, phase[3] = {0, 1, 0}, slice[3] = {0, 0, 1};
+  float table[3] = {0, 0, 0};
+};
+
 struct Volume {
   at::Tensor kspace;  // [S, C, H, W] complex64
   at::Tensor mask;    // [W] bool
   int64_t rx = 0, ry = 0;
   bool multicoil = false;
+  std::string xml;           // the ISMRMRD header (fastMRI ismrmrd_header or ISMRMRD xml)
+  float fov[3] = {0, 0, 0};  // reconSpace field of view, mm (0: unknown)
+  std::vector<SliceGeometry> geometry;  // one per slice (ISMRMRD input), else empty
 };
+
+// An HDF5 file holding an ISMRMRD dataset group (data + xml), told apart by its layout.
+bool is_ismrmrd(const std::string& path) {
+  H5E_auto2_t old_func;
+  void* old_data;
+  H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  bool yes = false;
+  hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f >= 0) {
+    yes = H5Lexists(f, "dataset", H5P_DEFAULT) > 0 &&
+          H5Lexists(f, "dataset/data", H5P_DEFAULT) > 0 &&
+          H5Lexists(f, "dataset/xml", H5P_DEFAULT) > 0;
+    H5Fclose(f);
+  }
+  H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
+  return yes;
+}
+
+#ifdef KLDM_WITH_ISMRMRD
+// Cartesian 2-D ISMRMRD raw data in the fastMRI layout of kspace_ldm.data.ismrmrd_io: line l of
+// kspace_encoding_step_1 in column l + W/2 - center, readout oversampling kept (removed by the
+// final crop to the reconSpace matrix), the mask = the lines present (the same in every slice).
+Volume read_ismrmrd(const std::string& path) {
+  std::unique_ptr<ISMRMRD::Dataset> d;
+  std::string xml;
+  try {
+    d = std::make_unique<ISMRMRD::Dataset>(path.c_str(), "dataset", false);
+    d->readHeader(xml);
+  } catch (const std::exception& e) {
+    std::string w = e.what();
+    throw InputError(path + ": cannot read the ISMRMRD dataset (" + w.substr(0, w.find('\n')) +
+                     ")");
+  }
+  ISMRMRD::IsmrmrdHeader hdr;
+  try {
+    ISMRMRD::deserialize(xml.c_str(), hdr);
+  } catch (const std::exception& e) {
+    std::string w = e.what();
+    throw InputError(path + ": invalid ISMRMRD XML header (" + w.substr(0, w.find('\n')) + ")");
+  }
+  if (hdr.encoding.empty())
+    throw InputError(path + ": the ISMRMRD header has no <encoding> section");
+  if (hdr.encoding.size() > 1)
+    throw InputError(path + ": " + std::to_string(hdr.encoding.size()) +
+                     " encoding spaces in the header; only one is supported");
+  const auto& enc = hdr.encoding[0];
+  if (enc.trajectory != ISMRMRD::TrajectoryType::CARTESIAN)
+    throw InputError(path + ": non-Cartesian trajectory is not supported (Cartesian only)");
+  if (enc.encodedSpace.matrixSize.z > 1)
+    throw InputError(
+        path + ": 3-D encoding (encodedSpace z = " + std::to_string(enc.encodedSpace.matrixSize.z) +
+        ") is not supported (2-D Cartesian only)");
+  const int64_t ex = enc.encodedSpace.matrixSize.x, ey = enc.encodedSpace.matrixSize.y;
+  int64_t center = ey / 2, maximum = ey - 1;
+  if (enc.encodingLimits.kspace_encoding_step_1) {
+    center = enc.encodingLimits.kspace_encoding_step_1->center;
+    maximum = enc.encodingLimits.kspace_encoding_step_1->maximum;
+  }
+  const int64_t left = ey / 2 - center, right = left + maximum + 1;
+  if (left < 0 || right > ey)
+    throw InputError(path + ": kspace_encoding_step_1 limits do not fit the encoded matrix");
+
+  const ISMRMRD::ISMRMRD_AcquisitionFlags skip[] = {
+      ISMRMRD::ISMRMRD_ACQ_IS_NOISE_MEASUREMENT,
+      ISMRMRD::ISMRMRD_ACQ_IS_NAVIGATION_DATA,
+      ISMRMRD::ISMRMRD_ACQ_IS_PHASECORR_DATA,
+      ISMRMRD::ISMRMRD_ACQ_IS_HPFEEDBACK_DATA,
+      ISMRMRD::ISMRMRD_ACQ_IS_DUMMYSCAN_DATA,
+      ISMRMRD::ISMRMRD_ACQ_IS_RTFEEDBACK_DATA,
+      ISMRMRD::ISMRMRD_ACQ_IS_SURFACECOILCORRECTIONSCAN_DATA};
+  std::map<std::pair<int64_t, int64_t>, std::vector<std::complex<float>>> lines;
+  std::map<int64_t, SliceGeometry> geometry;
+  std::set<int64_t> acs;
+  int64_t coils = -1;
+  const uint32_t n = d->getNumberOfAcquisitions();
+  ISMRMRD::Acquisition acq;
+  for (uint32_t i = 0; i < n; ++i) {
+    try {
+      d->readAcquisition(i, acq);
+    } catch (const std::exception&) {
+      throw InputError(path + ": cannot read acquisition " + std::to_string(i));
+    }
+    bool skipped = false;
+    for (auto f : skip) skipped = skipped || acq.isFlagSet(f);
+    const auto& idx = acq.idx();
+    if (skipped || idx.repetition != 0) continue;
+    if (idx.contrast || idx.phase || idx.set || idx.average)
+      throw InputError(path + ": acquisition " + std::to_string(i) +
+                       " has several contrasts/phases/sets/averages; not supported");
+    if (idx.kspace_encode_step_2)
+      throw InputError(path + ": 3-D encoding (kspace_encode_step_2) is not supported");
+    if (acq.isFlagSet(ISMRMRD::ISMRMRD_ACQ_IS_REVERSE))
+      throw InputError(path + ": reversed (EPI) readouts are not supported");
+    const int64_t pre = acq.discard_pre(), post = acq.discard_post();
+    const int64_t ns = acq.number_of_samples() - pre - post;
+    if (ns != ex)
+      throw InputError(path + ": acquisition " + std::to_string(i) + " has " + std::to_string(ns) +
+                       " readout samples, the encodedSpace x is " + std::to_string(ex));
+    const int64_t c = acq.active_channels();
+    if (coils < 0) coils = c;
+    if (c != coils) throw InputError(path + ": inconsistent coil counts");
+    const int64_t col = idx.kspace_encode_step_1 + left, sl = idx.slice;
+    if (col < left || col >= right)
+      throw InputError(path + ": line outside the kspace_encoding_step_1 limits");
+    auto key = std::make_pair(sl, col);
+    if (lines.count(key))
+      throw InputError(path + ": line " + std::to_string(idx.kspace_encode_step_1) + " of slice " +
+                       std::to_string(sl) + " is acquired twice; not supported");
+    std::vector<std::complex<float>> data(static_cast<size_t>(c * ex));
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t x = 0; x < ex; ++x)
+        data[ch * ex + x] = acq.data(static_cast<uint16_t>(x + pre), static_cast<uint16_t>(ch));
+    lines[key] = std::move(data);
+    if (acq.isFlagSet(ISMRMRD::ISMRMRD_ACQ_IS_PARALLEL_CALIBRATION) ||
+        acq.isFlagSet(ISMRMRD::ISMRMRD_ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING))
+      acs.insert(col);
+    if (!geometry.count(sl)) {
+      SliceGeometry g;
+      bool dirs = false;
+      for (int k = 0; k < 3; ++k) dirs = dirs || acq.read_dir()[k] != 0;
+      for (int k = 0; k < 3; ++k) {
+        g.position[k] = acq.position()[k];
+        g.table[k] = acq.patient_table_position()[k];
+        if (dirs) {
+          g.read[k] = acq.read_dir()[k];
+          g.phase[k] = acq.phase_dir()[k];
+          g.slice[k] = acq.slice_dir()[k];
+        }
+      }
+      geometry[sl] = g;
+    }
+  }
+  if (lines.empty()) throw InputError(path + ": no imaging acquisitions");
+  const int64_t S = geometry.rbegin()->first + 1;
+  if (static_cast<int64_t>(geometry.size()) != S)
+    throw InputError(path + ": slice indices are not 0.." + std::to_string(S - 1));
+  std::vector<std::set<int64_t>> per_slice(S);
+  for (const auto& kv : lines) per_slice[kv.first.first].insert(kv.first.second);
+  for (int64_t s = 1; s < S; ++s)
+    if (per_slice[s] != per_slice[0])
+      throw InputError(path + ": inconsistent line counts: slice " + std::to_string(s) + " has " +
+                       std::to_string(per_slice[s].size()) + " lines, slice 0 has " +
+                       std::to_string(per_slice[0].size()) + "; one mask per volume is required");
+  if (acs.empty() && static_cast<int64_t>(per_slice[0].size()) < right - left)
+    throw InputError(path +
+                     ": no calibration lines (no ACQ_IS_PARALLEL_CALIBRATION flags) in an "
+                     "undersampled file; the diffusion samplers need a calibration region");
+
+  Volume v;
+  v.kspace = at::zeros({S, coils, ex, ey}, at::kComplexFloat);
+  auto* k = reinterpret_cast<std::complex<float>*>(v.kspace.data_ptr());
+  for (const auto& [key, data] : lines)
+    for (int64_t ch = 0; ch < coils; ++ch)
+      for (int64_t x = 0; x < ex; ++x)
+        k[((key.first * coils + ch) * ex + x) * ey + key.second] = data[ch * ex + x];
+  v.mask = at::zeros({ey}, at::kBool);
+  for (int64_t col : per_slice[0]) v.mask[col].fill_(true);
+  v.multicoil = coils > 1;
+  v.rx = std::min<int64_t>(enc.reconSpace.matrixSize.x, ex);
+  v.ry = std::min<int64_t>(enc.reconSpace.matrixSize.y, ey);
+  v.xml = xml;
+  v.fov[0] = enc.reconSpace.fieldOfView_mm.x;
+  v.fov[1] = enc.reconSpace.fieldOfView_mm.y;
+  v.fov[2] = enc.reconSpace.fieldOfView_mm.z;
+  for (int64_t s = 0; s < S; ++s) v.geometry.push_back(geometry[s]);
+  return v;
+}
+
+// ISMRMRD magnitude images (series image_0), x = the readout (rows of recon [S, rx, ry]), with
+// each slice's position and directions; written to a temporary name and renamed.
+void write_ismrmrd_images(const std::string& path, const at::Tensor& recon, const Volume& v) {
+  fs::path out(path);
+  if (!out.parent_path().empty()) fs::create_directories(out.parent_path());
+  fs::path tmp = out;
+  tmp += ".tmp-kldm-recon";
+  fs::remove(tmp);
+  const int64_t S = recon.size(0), rx = recon.size(1), ry = recon.size(2);
+  auto r = recon.contiguous();
+  const float* p = r.data_ptr<float>();
+  const float thick = v.fov[2] > 0 ? v.fov[2] : 1.0f;
+  const float dx = v.fov[0] > 0 ? v.fov[0] / rx : 1.0f, dy = v.fov[1] > 0 ? v.fov[1] / ry : 1.0f;
+  {
+    ISMRMRD::Dataset d(tmp.c_str(), "dataset", true);
+    if (!v.xml.empty()) d.writeHeader(v.xml);
+    for (int64_t s = 0; s < S; ++s) {
+      ISMRMRD::Image<float> img(static_cast<uint16_t>(rx), static_cast<uint16_t>(ry), 1, 1);
+      for (int64_t x = 0; x < rx; ++x)
+        for (int64_t y = 0; y < ry; ++y)
+          img(static_cast<uint16_t>(x), static_cast<uint16_t>(y)) = p[(s * rx + x) * ry + y];
+      SliceGeometry g;
+      if (static_cast<int64_t>(v.geometry.size()) == S)
+        g = v.geometry[s];
+      else
+        g.position[2] = (s - (S - 1) / 2.0f) * thick;
+      img.setFieldOfView(dx * rx, dy * ry, thick);
+      img.setPosition(g.position[0], g.position[1], g.position[2]);
+      img.setReadDirection(g.read[0], g.read[1], g.read[2]);
+      img.setPhaseDirection(g.phase[0], g.phase[1], g.phase[2]);
+      img.setSliceDirection(g.slice[0], g.slice[1], g.slice[2]);
+      img.setPatientTablePosition(g.table[0], g.table[1], g.table[2]);
+      img.setImageType(ISMRMRD::ISMRMRD_IMTYPE_MAGNITUDE);
+      img.setSlice(static_cast<uint16_t>(s));
+      img.setImageIndex(static_cast<uint16_t>(s + 1));
+      img.setImageSeriesIndex(1);
+      d.appendImage("image_0", img);
+    }
+  }
+  fs::rename(tmp, out);
+}
+#endif
 
 std::string read_header(hid_t file, const std::string& path) {
   if (H5Lexists(file, "ismrmrd_header", H5P_DEFAULT) <= 0) return "";
@@ -160,7 +396,8 @@ Volume read_volume(const std::string& path) {
     v.mask = at::tensor(buf, at::kDouble).ne(0);
     if (!v.mask.any().item<bool>()) throw InputError(path + ": mask samples no column");
   }
-  auto [rx, ry] = recon_matrix(read_header(file, path));
+  v.xml = read_header(file, path);
+  auto [rx, ry] = recon_matrix(v.xml);
   const int64_t H = v.kspace.size(-2), W = v.kspace.size(-1);
   v.rx = rx > 0 ? std::min(rx, H) : std::min<int64_t>(320, H);
   v.ry = ry > 0 ? std::min(ry, W) : std::min<int64_t>(320, W);
@@ -202,7 +439,7 @@ void write_reconstruction(const std::string& path, const at::Tensor& recon,
 
 int run(int argc, char** argv) {
   std::vector<std::string> pos;
-  std::string model, device = "cpu";
+  std::string model, device = "cpu", format = "h5";
   kldm::SamplerOptions opt;
   uint64_t seed = 0;
   int64_t batch = 8;
@@ -216,9 +453,18 @@ int run(int argc, char** argv) {
       if (a == "-h" || a == "--help") {
         std::cout << "usage: kldm-recon INPUT.h5 OUTPUT.h5 --model EXPORT_DIR [--sampler "
                      "cgs|cgs-ref] [--steps N] [--t0 T] [--guidance G] [--eta E] [--samples N] "
-                     "[--seed S] [--batch-size B] [--device cpu|cuda]\n";
+                     "[--seed S] [--batch-size B] [--device cpu|cuda] [--format h5|ismrmrd]\n"
+                     "INPUT: a fastMRI test-format file or an ISMRMRD raw dataset ("
+#ifdef KLDM_WITH_ISMRMRD
+                     "ISMRMRD support built"
+#else
+                     "ISMRMRD support NOT built: no libismrmrd at build time"
+#endif
+                     ")\n";
         return 0;
-      } else if (a == "--model")
+      } else if (a == "--format")
+        format = value();
+      else if (a == "--model")
         model = value();
       else if (a == "--sampler")
         opt.sampler = value();
@@ -249,9 +495,26 @@ int run(int argc, char** argv) {
   if (pos.size() != 2 || model.empty())
     throw UsageError("need INPUT.h5 OUTPUT.h5 --model EXPORT_DIR (see --help)");
   if (batch < 1) throw UsageError("--batch-size must be >= 1");
+  if (format != "h5" && format != "ismrmrd")
+    throw UsageError("--format must be h5 or ismrmrd, got " + format);
+#ifndef KLDM_WITH_ISMRMRD
+  if (format == "ismrmrd")
+    throw UsageError(
+        "--format ismrmrd: kldm-recon was built without libismrmrd (install "
+        "libismrmrd-dev and rebuild)");
+  if (is_ismrmrd(pos[0]))
+    throw InputError(pos[0] +
+                     ": an ISMRMRD dataset, but kldm-recon was built without libismrmrd (install "
+                     "libismrmrd-dev and rebuild)");
+#endif
   c10::Device dev(device == "cuda" ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU));
-  kldm::Sampler sampler(model, dev);
+  // The input first: a bad file is reported before a model is loaded.
+#ifdef KLDM_WITH_ISMRMRD
+  Volume v = is_ismrmrd(pos[0]) ? read_ismrmrd(pos[0]) : read_volume(pos[0]);
+#else
   Volume v = read_volume(pos[0]);
+#endif
+  kldm::Sampler sampler(model, dev);
   const int64_t S = v.kspace.size(0), H = v.kspace.size(-2), W = v.kspace.size(-1);
   const std::string name = fs::path(pos[0]).filename().string();
   auto recon = at::empty({S, v.rx, v.ry}, at::kFloat);
@@ -266,6 +529,14 @@ int run(int argc, char** argv) {
     auto r = sampler.reconstruct(k, v.mask, opt);
     recon.narrow(0, s, n).copy_(r.image.narrow(-2, top, v.rx).narrow(-1, left, v.ry).cpu());
   }
+#ifdef KLDM_WITH_ISMRMRD
+  if (format == "ismrmrd") {
+    write_ismrmrd_images(pos[1], recon, v);
+    std::cerr << "kldm-recon: " << pos[1] << " (" << S << " ISMRMRD images, " << opt.sampler
+              << ")\n";
+    return 0;
+  }
+#endif
   write_reconstruction(pos[1], recon,
                        {{"sampler", opt.sampler},
                         {"backend", "cpp"},

@@ -40,7 +40,8 @@ def build_info() -> dict[str, Any]:
     Returns a dict with ``version``, ``torch_version`` (compiled against), ``cuda`` (bool: CUDA
     kernels compiled in), ``cuda_archs``, ``compiler``, ``build_date``, ``library`` (path of
     libkldm), ``cmake_prefix_path``, ``ops`` (registered op names) and ``recon_tool`` (the
-    ``kldm-recon`` executable, ``None`` when built without HDF5).
+    ``kldm-recon`` executable, ``None`` when built without HDF5), ``recon_ismrmrd`` (whether
+    kldm-recon was built with libismrmrd: ISMRMRD input and ``--format ismrmrd``).
     """
     _C = load_library()
     info = dict(_C.build_info())
@@ -52,4 +53,6 @@ def build_info() -> dict[str, Any]:
     info["ops"] = sorted(_C.registered_ops())
     tool = pkg / "bin" / "kldm-recon"
     info["recon_tool"] = str(tool) if tool.is_file() else None
+    features = pkg / "bin" / "kldm-recon.features"
+    info["recon_ismrmrd"] = features.is_file() and "ismrmrd=ON" in features.read_text()
     return info
