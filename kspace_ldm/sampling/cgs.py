@@ -120,7 +120,7 @@ class KspaceLDMSampler:
     @classmethod
     def from_run(cls, path: str | Path, device: str = "cpu") -> KspaceLDMSampler:
         """Load an LDM run (or its ``best``) and the first stage it names."""
-        from ..training.evaluate import load_first_stage
+        from ..models.loading import load_first_stage
 
         ldm = load_ldm(path, device)
         ae, normalizer, _ = load_first_stage(ldm.first_stage, device)
