@@ -2,7 +2,7 @@
 
 Two samplers share one :class:`KspaceLDMSampler` (first stage + latent denoiser):
 
-``cgs-ref`` (:meth:`KspaceLDMSampler.cgs_ref`) -- the reference algorithm (spec section 5),
+``cgs-ref`` (:meth:`KspaceLDMSampler.cgs_ref`) -- the reference algorithm (kLD-MRI's cgs.py),
 faithfully, so that the comparison with the original method is honest: k-space normalised with the
 statistics of the *undersampled* scan, per-input latent rescale ``1/std(z)``, SDEdit start at
 ``T0``, single-step ancestral DDPM from ``T0`` to 0; after the step of timestep ``t``: if
