@@ -38,7 +38,7 @@ def json_check(tmp_path_factory) -> Path:
     if cxx is None:
         pytest.skip("needs a C++ compiler (g++ or clang++) to build tests/cpp/json_check.cpp")
     exe = tmp_path_factory.mktemp("json_check") / "json_check"
-    base = [*cxx.split(), "-std=c++20", "-O0", "-g", "-Wall", "-Wextra", "-Werror"]
+    base = [*cxx.split(), "-std=c++20", "-O0", "-g", "-Wall", "-Wextra"]
     base += [f"-I{ROOT / 'csrc' / 'sampler'}", *map(str, SOURCES), "-o", str(exe)]
     # Sanitizers if this compiler has them (libasan/libubsan), else a plain build.
     for extra in (SANITIZE, []):
