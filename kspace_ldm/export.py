@@ -61,7 +61,8 @@ EXPORT_FORMAT = "kspace-ldm-export"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PACKAGES = ("encoder", "decoder", "decoder_vjp", "denoiser")
-# Exported outputs must equal eager PyTorch to this relative error (issue 6: < 1e-5, float32).
+# Exported outputs must equal eager PyTorch to this relative error (the export's acceptance
+# criterion: < 1e-5 in float32).
 EXPORT_RTOL = 1e-5
 
 

@@ -158,7 +158,7 @@ def extract_latents(
 
     Resumable (complete shards are skipped); recomputes ``out/stats.json`` at the end.
     """
-    from .training.evaluate import load_first_stage
+    from .models.loading import load_first_stage
 
     model, normalizer, _ = load_first_stage(ckpt, device)
     out = Path(out)

@@ -255,7 +255,7 @@ def load_sampler(options: ReconOptions):
     if options.sampler == "unet":
         if options.backend != "python":
             raise InputError("--backend", "the unet sampler has only the python backend")
-        from kspace_ldm.training.unet_stage import load_unet
+        from kspace_ldm.models.image_unet import load_unet
 
         return load_unet(options.model, options.device)
     if options.backend == "cpp":

@@ -1,23 +1,9 @@
-"""Shared test fixtures and device parametrisation."""
+"""Shared test fixtures (helpers that tests import live in helpers.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-
-def devices() -> list:
-    """CPU always; CUDA as a parameter that skips when no GPU is present."""
-    return [
-        "cpu",
-        pytest.param(
-            "cuda",
-            marks=[
-                pytest.mark.cuda,
-                pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-            ],
-        ),
-    ]
 
 
 @pytest.fixture

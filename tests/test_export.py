@@ -33,7 +33,8 @@ from kspace_ldm.ops import build_info
 from kspace_ldm.sampling.cgs import SamplerOptions
 from kspace_ldm.sampling.cpp import CppSampler
 
-# Python vs C++ sampler on the same packages' source networks (issue 6: < 1e-4). Measured worst
+# Python vs C++ sampler on the same packages' source networks (acceptance criterion of the C++
+# sampler: rel. error < 1e-4). Measured worst
 # case on the CPU: 1.5e-5 (cgs on the untrained standardize model, where the refit amplifies the
 # ~5e-7 network differences); 2e-6 for cgs-ref.
 PARITY_RTOL = 1e-4

@@ -6,16 +6,12 @@ import functools
 
 import pytest
 import torch
-from conftest import devices
+from helpers import devices, randn, seeded
 
 import kspace_ldm.ops as ops
 from kspace_ldm.ops import _reference as ref
 
 SHAPES = [(7, 5), (8, 6), (2, 10, 14), (2, 3, 9, 11), (1, 4, 16, 17), (2, 1, 3, 5, 6)]
-
-
-def _rand(shape, dtype, gen, device):
-    return torch.randn(shape, dtype=dtype, generator=gen).to(device)
 
 
 def _masks(shape, gen):
@@ -41,9 +37,9 @@ def _masks(shape, gen):
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("weight", [1.0, 0.7, 0.0])
 def test_matches_reference(shape, dtype, weight, device):
-    gen = torch.Generator().manual_seed(hash((shape, str(dtype), weight)) % 2**31)
-    pred = _rand(shape, dtype, gen, device)
-    meas = _rand(shape, dtype, gen, device)
+    gen = seeded(shape, dtype, weight)
+    pred = randn(shape, dtype, gen, device)
+    meas = randn(shape, dtype, gen, device)
     for name, mask in _masks(shape, gen).items():
         mask = mask.to(device)
         got = ops.dc_project(pred, meas, mask, weight)

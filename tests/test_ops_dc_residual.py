@@ -4,11 +4,10 @@ gradients, linearity/adjointness, export and errors."""
 from __future__ import annotations
 
 import functools
-import zlib
 
 import pytest
 import torch
-from conftest import devices
+from helpers import devices, seeded
 
 import kspace_ldm.ops as ops
 from kspace_ldm.ops import _reference as ref
@@ -19,11 +18,6 @@ SHAPES = [(7, 5), (8, 6), (2, 10, 14), (2, 3, 9, 11), (1, 4, 16, 17), (3, 1, 3, 
 # rounded once to the real dtype. Measured worst relative difference over this file's cases:
 # 0.0 for float32 (the double sums round to the same float) and 4.4e-16 for float64.
 NORM_RTOL = {torch.complex64: 1e-6, torch.complex128: 1e-13}
-
-
-def _gen(*key) -> torch.Generator:
-    # A distinct, reproducible seed per parametrisation.
-    return torch.Generator().manual_seed(zlib.crc32(repr(key).encode()))
 
 
 def _masks(shape, gen):
@@ -55,7 +49,7 @@ def _check_norm(got, want, dtype):
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_matches_reference(shape, dtype, device):
-    gen = _gen(shape, dtype)
+    gen = seeded(shape, dtype)
     pred = torch.randn(shape, dtype=dtype, generator=gen).to(device)
     meas = torch.randn(shape, dtype=dtype, generator=gen).to(device)
     for name, mask in _masks(shape, gen).items():

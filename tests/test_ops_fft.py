@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import torch
-from conftest import devices
+from helpers import devices, randn, rel_err, seeded
 
 import kspace_ldm.ops as ops
 from kspace_ldm.ops import _reference as ref
@@ -42,19 +42,6 @@ RTOL = {torch.complex64: 1e-6, torch.complex128: 2e-14}
 OPS = [(ops.fft2c, ref.fft2c), (ops.ifft2c, ref.ifft2c)]
 
 
-def _gen(*key) -> torch.Generator:
-    """A fresh generator per parameter combination (a different seed for each case)."""
-    return torch.Generator().manual_seed(abs(hash(tuple(str(k) for k in key))) % 2**31)
-
-
-def _randn(shape, dtype, gen, device="cpu"):
-    return torch.randn(shape, dtype=dtype, generator=gen).to(device)
-
-
-def _rel_err(got, want):
-    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
-
-
 def _leading_for(size):
     # The large fastMRI planes get one small batch only, to keep the file fast.
     return [(2,)] if size[0] * size[1] > 10_000 else LEADING
@@ -65,13 +52,13 @@ def _leading_for(size):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_matches_twin(size, dtype, device):
     for lead in _leading_for(size):
-        x = _randn((*lead, *size), dtype, _gen(size, dtype, lead), device)
+        x = randn((*lead, *size), dtype, seeded(size, dtype, lead), device)
         for op, twin in OPS:
             got = op(x)
             want = twin(x)
             assert got.shape == x.shape and got.dtype == dtype and got.is_contiguous()
             assert got.device == x.device
-            err = _rel_err(got, want)
+            err = rel_err(got, want)
             assert err < RTOL[dtype], (op.__name__, size, lead, err)
 
 
@@ -113,7 +100,7 @@ def test_even_sizes_are_exact_signs(size):
     # For even sizes every phase is +-1, applied as a sign flip: the op is bit-identical to the
     # modulated definition run through the same ATen FFT.
     H, W = size
-    gen = _gen("exact", size)
+    gen = seeded("exact", size)
     x = torch.randn(2, H, W, dtype=torch.complex64, generator=gen)
     sh = (-1.0) ** torch.arange(H, dtype=torch.float32)
     sw = (-1.0) ** torch.arange(W, dtype=torch.float32)
@@ -125,8 +112,8 @@ def test_even_sizes_are_exact_signs(size):
 
 @pytest.mark.parametrize("device", devices())
 def test_non_contiguous_and_leading_dims(device):
-    gen = _gen("nc")
-    base = _randn((3, 2, 14, 9), torch.complex64, gen, device)
+    gen = seeded("nc")
+    base = randn((3, 2, 14, 9), torch.complex64, gen, device)
     views = {
         "transposed": base.transpose(-1, -2),  # [3, 2, 9, 14]
         "strided": base[:, :, ::2, :],  # [3, 2, 7, 9]
@@ -134,20 +121,20 @@ def test_non_contiguous_and_leading_dims(device):
         "expanded": base[:1, :1].expand(4, 2, 14, 9),
         "sliced_w": base[..., 1:8],
         "conj_view": base.conj(),
-        "six_dims": _randn((2, 1, 2, 3, 6, 5), torch.complex64, gen, device)[..., ::1, :],
+        "six_dims": randn((2, 1, 2, 3, 6, 5), torch.complex64, gen, device)[..., ::1, :],
     }
     for name, x in views.items():
         for op, twin in OPS:
             want = twin(x.contiguous())
             got = op(x)
-            assert _rel_err(got, want) < RTOL[torch.complex64], name
+            assert rel_err(got, want) < RTOL[torch.complex64], name
             assert torch.equal(got, op(x.contiguous())), name
 
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("size", [(7, 5), (8, 6), (9, 12), (640, 372)])
 def test_round_trip_and_parseval(size, device):
-    x = _randn((2, *size), torch.complex128, _gen("rt", size), device)
+    x = randn((2, *size), torch.complex128, seeded("rt", size), device)
     k = ops.fft2c(x)
     # complex128: measured round-trip max abs error 2.4e-15, |norm ratio - 1| 1.3e-14 (640 x 372)
     torch.testing.assert_close(ops.ifft2c(k), x, rtol=0, atol=1e-13)
@@ -156,7 +143,7 @@ def test_round_trip_and_parseval(size, device):
     xf = x.to(torch.complex64)
     # complex64: measured round-trip relative error 3.1e-7, |norm ratio - 1| 4e-7 (norms taken
     # in float64, so that only the transform's rounding is measured)
-    assert _rel_err(ops.ifft2c(ops.fft2c(xf)), xf) < 2e-6
+    assert rel_err(ops.ifft2c(ops.fft2c(xf)), xf) < 2e-6
     ratio = ops.fft2c(xf).to(torch.complex128).norm() / xf.to(torch.complex128).norm()
     assert abs(float(ratio) - 1) < 2e-6
 
@@ -164,9 +151,9 @@ def test_round_trip_and_parseval(size, device):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("size", [(7, 5), (8, 6), (6, 10)])
 def test_adjoint_and_linearity(size, device):
-    gen = _gen("adj", size)
-    x = _randn((2, 3, *size), torch.complex128, gen, device)
-    y = _randn((2, 3, *size), torch.complex128, gen, device)
+    gen = seeded("adj", size)
+    x = randn((2, 3, *size), torch.complex128, gen, device)
+    y = randn((2, 3, *size), torch.complex128, gen, device)
     for op, op_h in [(ops.fft2c, ops.ifft2c), (ops.ifft2c, ops.fft2c)]:
         lhs = torch.vdot(op(x).flatten(), y.flatten())
         rhs = torch.vdot(x.flatten(), op_h(y).flatten())
@@ -200,7 +187,7 @@ def test_empty_and_device_of_output():
 def test_reused_input_buffer_never_leaks():
     # The CPU ops reuse a per-thread FFT input buffer between calls: earlier results must stay
     # intact, in one thread and with several threads calling at once.
-    gen = _gen("reuse")
+    gen = seeded("reuse")
     x, y = (torch.randn(2, 8, 6, dtype=torch.complex64, generator=gen) for _ in range(2))
     a = ops.fft2c(x)
     a0 = a.clone()
@@ -224,7 +211,7 @@ def test_reused_input_buffer_never_leaks():
 
 
 def test_opcheck(one_thread):
-    gen = _gen("opcheck")
+    gen = seeded("opcheck")
     x = torch.randn(2, 3, 5, 4, dtype=torch.complex64, generator=gen)
     for op in [torch.ops.kldm.fft2c.default, torch.ops.kldm.ifft2c.default]:
         torch.library.opcheck(op, (x,))
@@ -233,7 +220,7 @@ def test_opcheck(one_thread):
 
 
 def test_gradcheck_complex128(one_thread):
-    gen = _gen("gradcheck")
+    gen = seeded("gradcheck")
     for shape in [(2, 3, 5), (4, 2)]:
         x = torch.randn(shape, dtype=torch.complex128, generator=gen, requires_grad=True)
         for op in [ops.fft2c, ops.ifft2c]:
@@ -282,14 +269,14 @@ def test_errors(op, shape, dtype, exc, msg):
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_opcheck_gradcheck_and_cpu_agreement():
-    gen = _gen("cuda")
+    gen = seeded("cuda")
     x = torch.randn(2, 3, 7, 6, dtype=torch.complex64, generator=gen)
     xc = x.cuda()
     pairs = [(torch.ops.kldm.fft2c.default, ops.fft2c), (torch.ops.kldm.ifft2c.default, ops.ifft2c)]
     for op, fn in pairs:
         torch.library.opcheck(op, (xc,))
         # cuFFT vs MKL: relative difference of a few float32 ulps (bound as for the twin)
-        assert _rel_err(fn(xc).cpu(), fn(x)) < RTOL[torch.complex64]
+        assert rel_err(fn(xc).cpu(), fn(x)) < RTOL[torch.complex64]
     t = torch.randn(2, 5, 4, dtype=torch.complex128, generator=gen).cuda().requires_grad_()
     torch.library.opcheck(torch.ops.kldm.fft2c.default, (t,))
     assert torch.autograd.gradcheck(ops.fft2c, (t,))

@@ -4,11 +4,9 @@ adjointness, export and errors."""
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
-from conftest import devices
+from helpers import devices, seeded
 
 import kspace_ldm.ops as ops
 from kspace_ldm.ops import _reference as ref
@@ -31,11 +29,6 @@ Y_TOL = {
 STAT_TOL = {torch.complex64: 1.2e-7, torch.complex128: 1e-13}
 
 
-def _gen(*key) -> torch.Generator:
-    # A distinct, reproducible seed per parametrisation.
-    return torch.Generator().manual_seed(zlib.crc32(repr(key).encode()))
-
-
 def _kspace(shape, dtype, gen, device="cpu"):
     # Per-channel offsets and scales, so centring and scaling both matter.
     B, C = shape[:2]
@@ -49,7 +42,7 @@ def _kspace(shape, dtype, gen, device="cpu"):
 @pytest.mark.parametrize("dtype", CDTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_normalize_matches_reference(shape, dtype, device):
-    k = _kspace(shape, dtype, _gen(shape, dtype), device)
+    k = _kspace(shape, dtype, seeded(shape, dtype), device)
     y, mean, std = ops.kspace_normalize(k)
     y_ref = ref.kspace_normalize(k)[0]
     B, C, H, W = shape
@@ -86,7 +79,7 @@ def test_layout_matches_complex_to_channels(gen):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("dtype", CDTYPES)
 def test_given_statistics(dtype, device):
-    gen = _gen("given", dtype)
+    gen = seeded("given", dtype)
     B, C = 3, 2
     k = _kspace((B, C, 9, 7), dtype, gen, device)
     real = dtype.to_real()
@@ -108,7 +101,7 @@ def test_given_statistics(dtype, device):
 @pytest.mark.parametrize("dtype", CDTYPES)
 @pytest.mark.parametrize("shape", SHAPES[1:])
 def test_round_trip(shape, dtype, device):
-    k = _kspace(shape, dtype, _gen("rt", shape, dtype), device)
+    k = _kspace(shape, dtype, seeded("rt", shape, dtype), device)
     y, mean, std = ops.kspace_normalize(k)
     back = ops.kspace_denormalize(y, mean, std)
     assert back.shape == k.shape and back.dtype == dtype and back.is_contiguous()
@@ -130,7 +123,7 @@ def test_round_trip(shape, dtype, device):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("dtype", CDTYPES)
 def test_denormalize_matches_reference(dtype, device):
-    gen = _gen("denorm", dtype)
+    gen = seeded("denorm", dtype)
     real = dtype.to_real()
     x = torch.randn(2, 6, 11, 13, dtype=real, generator=gen).to(device)
     for shape in [(), (6, 1, 1), (2, 6, 1, 1), (1, 6, 1, 1), (2, 1, 1, 1)]:
@@ -158,7 +151,7 @@ def test_denormalize_matches_reference(dtype, device):
 def test_constant_channels(dtype, device):
     # Real-valued k-space (zero imaginary part) and a constant non-zero coil: std 0, so those
     # channels are centred only (divisor 1), exactly 0, and the round trip is exact.
-    gen = _gen("const", dtype)
+    gen = seeded("const", dtype)
     real = torch.randn(2, 2, 6, 5, generator=gen, dtype=torch.float64)
     k = torch.complex(real, torch.zeros_like(real)).to(dtype)
     k[:, 1] = 0.1 - 0.3j

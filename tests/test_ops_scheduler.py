@@ -10,7 +10,7 @@ import importlib.util
 
 import pytest
 import torch
-from conftest import devices
+from helpers import devices, seed_of
 
 import kspace_ldm.ops as ops
 from kspace_ldm.ops import _reference as ref
@@ -29,10 +29,6 @@ SCHEDULES = ["linear", "scaled_linear", "squaredcos_cap_v2"]
 PREDICTIONS = ["epsilon", "sample", "v_prediction"]
 DDPM_VARIANCES = ["fixed_small", "fixed_small_log", "fixed_large"]
 SHAPE = (2, 3, 5, 4)  # [B, C, H, W], odd and even spatial sizes
-
-
-def _seed(*key) -> int:
-    return hash(key) % 2**31
 
 
 def _inputs(shape, dtype, device, seed, scale=1.5):
@@ -111,9 +107,9 @@ def test_ddpm_matches_diffusers(beta_schedule, prediction_type, variance_type, c
                     str(dtype),
                     int(t),
                 )
-                m, s = _inputs(SHAPE, dtype, device, _seed(*key))
-                ga = torch.Generator().manual_seed(_seed("g", *key))
-                gb = torch.Generator().manual_seed(_seed("g", *key))
+                m, s = _inputs(SHAPE, dtype, device, seed_of(*key))
+                ga = torch.Generator().manual_seed(seed_of("g", *key))
+                gb = torch.Generator().manual_seed(seed_of("g", *key))
                 want = a.step(m, t, s, generator=ga)
                 got = b.step(m, t, s, generator=gb)
                 _assert_matches(got, want, device, key)
@@ -141,7 +137,7 @@ def test_ddim_matches_diffusers(beta_schedule, prediction_type, clip, device):
                     for eta in (0.0, 0.5):
                         for use_clipped in (False, True):
                             key = (*config.values(), steps, str(dtype), int(t), eta, use_clipped)
-                            m, s = _inputs(SHAPE, dtype, device, _seed(*key))
+                            m, s = _inputs(SHAPE, dtype, device, seed_of(*key))
                             ga = torch.Generator().manual_seed(7)
                             gb = torch.Generator().manual_seed(7)
                             kw = dict(eta=eta, use_clipped_model_output=use_clipped)
@@ -172,7 +168,7 @@ def test_dynamic_thresholding_matches_diffusers(prediction_type, device):
         for dtype in (torch.float32, torch.float64):
             for t in (a.timesteps[0], a.timesteps[30], a.timesteps[-1]):
                 key = (cls_a.__name__, prediction_type, str(dtype), int(t))
-                m, s = _inputs((3, 2, 7, 6), dtype, device, _seed(*key), scale=2.0)
+                m, s = _inputs((3, 2, 7, 6), dtype, device, seed_of(*key), scale=2.0)
                 want = a.step(m, t, s, generator=torch.Generator().manual_seed(3), **kw)
                 got = b.step(m, t, s, generator=torch.Generator().manual_seed(3), **kw)
                 _assert_matches(got, want, device, key)
@@ -193,7 +189,7 @@ def test_ddpm_spacings_custom_timesteps_and_explicit_noise(device):
         setup(a)
         setup(b)
         for t in list(a.timesteps[:2]) + list(a.timesteps[-2:]):
-            m, s = _inputs(SHAPE, torch.float32, device, _seed(str(config), int(t)))
+            m, s = _inputs(SHAPE, torch.float32, device, seed_of(str(config), int(t)))
             noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(int(t))).to(device)
             want = a.step(m, t, s, generator=torch.Generator().manual_seed(int(t)))
             got = b.step(m, t, s, noise=noise)
@@ -283,7 +279,7 @@ def test_bfloat16(prediction_type, device):
                 x.set_timesteps(50)
             for t in (a.timesteps[0], a.timesteps[25], a.timesteps[-1]):
                 key = (cls_a.__name__, prediction_type, clip, int(t))
-                m, s = _inputs(SHAPE, torch.bfloat16, device, _seed(*key))
+                m, s = _inputs(SHAPE, torch.bfloat16, device, seed_of(*key))
                 noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1)).to(device)
                 noise = noise.bfloat16()
                 nkw = {"variance_noise": noise} if cls_a is DDIMScheduler else {}
@@ -339,7 +335,7 @@ OP_SHAPES = [(7,), (4, 9), (2, 3, 5, 6), (3, 2, 4, 7, 5)]
 @pytest.mark.parametrize("shape", OP_SHAPES)
 @pytest.mark.parametrize("kind", ["ddpm", "ddim", "ddim_clipped"])
 def test_ops_match_reference(kind, shape, dtype, device):
-    gen = torch.Generator().manual_seed(_seed(kind, shape, str(dtype)))
+    gen = torch.Generator().manual_seed(seed_of(kind, shape, str(dtype)))
     op, twin = (ops.ddpm_step, ref.ddpm_step) if kind == "ddpm" else (ops.ddim_step, ref.ddim_step)
     extra = {} if kind == "ddpm" else {"use_clipped_model_output": kind == "ddim_clipped"}
     for pred in PREDICTIONS:

@@ -8,7 +8,7 @@ import functools
 
 import pytest
 import torch
-from conftest import devices
+from helpers import devices, randn, rel_err, seeded
 
 import kspace_ldm.ops as ops
 from kspace_ldm.ops import _reference as ref
@@ -20,19 +20,6 @@ SHAPES = [(2, 3, 7, 5), (1, 4, 8, 6), (3, 2, 10, 14), (2, 3, 9, 12), (2, 1, 6, 1
 # rolled inputs, and the coil sum is accumulated in another order than torch.sum. Measured worst
 # case over SHAPES x masks on CPU (three seeds): complex64 3.3e-7, complex128 8.6e-16.
 RTOL = {torch.complex64: 1e-6, torch.complex128: 1e-14}
-
-
-def _gen(*key) -> torch.Generator:
-    """A fresh generator per parameter combination (a different seed for each case)."""
-    return torch.Generator().manual_seed(abs(hash(tuple(str(k) for k in key))) % 2**31)
-
-
-def _randn(shape, dtype, gen, device="cpu"):
-    return torch.randn(shape, dtype=dtype, generator=gen).to(device)
-
-
-def _rel_err(got, want):
-    return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
 
 
 def _masks(shape, gen):
@@ -59,25 +46,25 @@ def _masks(shape, gen):
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_sense_matches_twin(shape, dtype, device):
-    gen = _gen("sense", shape, dtype)
+    gen = seeded("sense", shape, dtype)
     B, C, H, W = shape
     for shared_maps in (False, True):
-        maps = _randn((1 if shared_maps else B, C, H, W), dtype, gen, device)
-        image = _randn((B, 1, H, W), dtype, gen, device)
-        kspace = _randn((B, C, H, W), dtype, gen, device)
+        maps = randn((1 if shared_maps else B, C, H, W), dtype, gen, device)
+        image = randn((B, 1, H, W), dtype, gen, device)
+        kspace = randn((B, C, H, W), dtype, gen, device)
         for name, mask in _masks(shape, gen).items():
             mask = None if mask is None else mask.to(device)
             fwd = ops.sense_forward(image, maps, mask)
             want = ref.sense_forward(image, maps, mask)
             assert fwd.shape == (B, C, H, W) and fwd.dtype == dtype and fwd.is_contiguous()
-            assert _rel_err(fwd, want) < RTOL[dtype], (name, shared_maps)
+            assert rel_err(fwd, want) < RTOL[dtype], (name, shared_maps)
             if mask is not None and mask.dtype == torch.bool:
                 # masked samples are exact zeros, as in the twin
                 assert bool((fwd[(want == 0).expand_as(fwd)] == 0).all()), name
             adj = ops.sense_adjoint(kspace, maps, mask)
             want = ref.sense_adjoint(kspace, maps, mask)
             assert adj.shape == (B, 1, H, W) and adj.dtype == dtype and adj.is_contiguous()
-            assert _rel_err(adj, want) < RTOL[dtype], (name, shared_maps)
+            assert rel_err(adj, want) < RTOL[dtype], (name, shared_maps)
         # [B, H, W] images are accepted, as by the twin.
         got = ops.sense_forward(image[:, 0], maps)
         assert torch.equal(got, ops.sense_forward(image, maps))
@@ -86,47 +73,47 @@ def test_sense_matches_twin(shape, dtype, device):
 @pytest.mark.parametrize("device", devices())
 def test_large_fastmri_size(device):
     # One fastMRI-sized case (640 x 372: W % 4 == 0; 640 x 370 would flip the global sign).
-    gen = _gen("large")
+    gen = seeded("large")
     for W in (372, 370):
-        maps = _randn((1, 2, 640, W), torch.complex64, gen, device)
-        image = _randn((1, 1, 640, W), torch.complex64, gen, device)
+        maps = randn((1, 2, 640, W), torch.complex64, gen, device)
+        image = randn((1, 1, 640, W), torch.complex64, gen, device)
         mask = (torch.rand(W, generator=gen) > 0.7).to(device)
         fwd = ops.sense_forward(image, maps, mask)
-        assert _rel_err(fwd, ref.sense_forward(image, maps, mask)) < RTOL[torch.complex64]
+        assert rel_err(fwd, ref.sense_forward(image, maps, mask)) < RTOL[torch.complex64]
         adj = ops.sense_adjoint(fwd, maps, mask)
-        assert _rel_err(adj, ref.sense_adjoint(fwd, maps, mask)) < RTOL[torch.complex64]
+        assert rel_err(adj, ref.sense_adjoint(fwd, maps, mask)) < RTOL[torch.complex64]
 
 
 @pytest.mark.parametrize("device", devices())
 def test_non_contiguous_inputs(device):
-    gen = _gen("nc")
+    gen = seeded("nc")
     B, C, H, W = 2, 3, 9, 8
-    maps = _randn((B, C, W, H), torch.complex64, gen, device).transpose(-1, -2)
-    image = _randn((B, 2, H, W), torch.complex64, gen, device)[:, 1:]
-    kspace = _randn((C, B, H, 2 * W), torch.complex64, gen, device).transpose(0, 1)[..., ::2]
+    maps = randn((B, C, W, H), torch.complex64, gen, device).transpose(-1, -2)
+    image = randn((B, 2, H, W), torch.complex64, gen, device)[:, 1:]
+    kspace = randn((C, B, H, 2 * W), torch.complex64, gen, device).transpose(0, 1)[..., ::2]
     mask = (torch.rand(2 * W, generator=gen) > 0.5).to(device)[::2]  # strided on the device
     for t in (maps, image, kspace, mask):
         assert not t.is_contiguous()
     for m in (mask, None):
         want = ref.sense_forward(image.contiguous(), maps.contiguous(), m)
-        assert _rel_err(ops.sense_forward(image, maps, m), want) < RTOL[torch.complex64]
+        assert rel_err(ops.sense_forward(image, maps, m), want) < RTOL[torch.complex64]
         want = ref.sense_adjoint(kspace.contiguous(), maps.contiguous(), m)
-        assert _rel_err(ops.sense_adjoint(kspace, maps, m), want) < RTOL[torch.complex64]
+        assert rel_err(ops.sense_adjoint(kspace, maps, m), want) < RTOL[torch.complex64]
     # maps expanded over the batch (stride 0)
     shared = maps[:1].expand(B, C, H, W)
     want = ref.sense_adjoint(kspace.contiguous(), shared.contiguous(), mask)
-    assert _rel_err(ops.sense_adjoint(kspace, shared, mask), want) < RTOL[torch.complex64]
+    assert rel_err(ops.sense_adjoint(kspace, shared, mask), want) < RTOL[torch.complex64]
 
 
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("shape", [(2, 3, 7, 5), (2, 4, 8, 6)])
 def test_adjoint_and_linearity(shape, device):
-    gen = _gen("adj", shape)
+    gen = seeded("adj", shape)
     B, C, H, W = shape
     dt = torch.complex128
-    maps = _randn((1, C, H, W), dt, gen, device)
-    x = _randn((B, 1, H, W), dt, gen, device)
-    y = _randn((B, C, H, W), dt, gen, device)
+    maps = randn((1, C, H, W), dt, gen, device)
+    x = randn((B, 1, H, W), dt, gen, device)
+    y = randn((B, C, H, W), dt, gen, device)
     for mask in [None, torch.rand(W, generator=gen).to(device), torch.rand(B, 1, 1, W) > 0.5]:
         mask = None if mask is None else mask.to(device)
         lhs = torch.vdot(ops.sense_forward(x, maps, mask).flatten(), y.flatten())
@@ -134,8 +121,8 @@ def test_adjoint_and_linearity(shape, device):
         # complex128: measured |lhs - rhs| / |lhs| ~ 2e-16
         assert abs(lhs - rhs) / abs(lhs) < 1e-12
         a, b = 0.3 - 1.2j, -2.5 + 0.1j
-        x2 = _randn((B, 1, H, W), dt, gen, device)
-        y2 = _randn((B, C, H, W), dt, gen, device)
+        x2 = randn((B, 1, H, W), dt, gen, device)
+        y2 = randn((B, C, H, W), dt, gen, device)
         torch.testing.assert_close(
             ops.sense_forward(a * x + b * x2, maps, mask),
             a * ops.sense_forward(x, maps, mask) + b * ops.sense_forward(x2, maps, mask),
@@ -153,9 +140,9 @@ def test_adjoint_and_linearity(shape, device):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128, torch.float32, torch.float64])
 def test_rss_matches_twin(dtype, device):
-    gen = _gen("rss", dtype)
+    gen = seeded("rss", dtype)
     for shape in [(2, 3, 7, 5), (1, 15, 8, 6), (4, 3, 5), (2, 1, 2, 3, 4, 3), (2, 1, 4, 4)]:
-        x = _randn(shape, dtype, gen, device)
+        x = randn(shape, dtype, gen, device)
         x[..., 0, 0] = 0  # all coils zero at one pixel
         got = ops.rss(x)
         want = ref.rss(x)
@@ -163,14 +150,14 @@ def test_rss_matches_twin(dtype, device):
         # Accumulation order and |x|^2 vs hypot differ from torch.linalg.vector_norm: measured
         # worst relative error 1.2e-7 (complex64), 1.9e-16 (complex128), 0 (real inputs).
         tol = 1e-6 if dtype in (torch.complex64, torch.float32) else 1e-14
-        assert _rel_err(got, want) < tol, shape
+        assert rel_err(got, want) < tol, shape
         assert bool((got[..., 0, 0] == 0).all())
-    nc = _randn((3, 4, 6, 10), dtype, gen, device).transpose(0, 1)[..., ::2]
-    assert _rel_err(ops.rss(nc), ref.rss(nc.contiguous())) < 1e-6
+    nc = randn((3, 4, 6, 10), dtype, gen, device).transpose(0, 1)[..., ::2]
+    assert rel_err(ops.rss(nc), ref.rss(nc.contiguous())) < 1e-6
 
 
 def test_opcheck(one_thread):
-    gen = _gen("opcheck")
+    gen = seeded("opcheck")
     dt = torch.complex64
     maps = torch.randn(1, 3, 5, 4, dtype=dt, generator=gen)
     image = torch.randn(2, 1, 5, 4, dtype=dt, generator=gen)
@@ -195,7 +182,7 @@ def test_opcheck(one_thread):
 
 
 def test_gradcheck_complex128(one_thread):
-    gen = _gen("gradcheck")
+    gen = seeded("gradcheck")
     dt = torch.complex128
     image = torch.randn(2, 1, 3, 4, dtype=dt, generator=gen, requires_grad=True)
     maps = torch.randn(1, 2, 3, 4, dtype=dt, generator=gen, requires_grad=True)
@@ -356,7 +343,7 @@ def test_device_mismatch_errors():
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
-    gen = _gen("cuda")
+    gen = seeded("cuda")
     for shape in [(2, 3, 7, 5), (2, 4, 64, 48)]:
         B, C, H, W = shape
         maps = torch.randn(1, C, H, W, dtype=C64, generator=gen)
@@ -365,16 +352,16 @@ def test_cuda_matches_cpu():
         k_cpu = ops.sense_forward(image, maps, mask)
         k_gpu = ops.sense_forward(image.cuda(), maps.cuda(), mask.cuda())
         # cuFFT vs MKL: measured relative difference ~3e-7
-        assert _rel_err(k_gpu.cpu(), k_cpu) < 1e-6
+        assert rel_err(k_gpu.cpu(), k_cpu) < 1e-6
         a_gpu = ops.sense_adjoint(k_gpu, maps.cuda(), mask.cuda())
-        assert _rel_err(a_gpu.cpu(), ops.sense_adjoint(k_cpu, maps, mask)) < 1e-6
-        assert _rel_err(ops.rss(k_gpu).cpu(), ops.rss(k_cpu)) < 1e-6
+        assert rel_err(a_gpu.cpu(), ops.sense_adjoint(k_cpu, maps, mask)) < 1e-6
+        assert rel_err(ops.rss(k_gpu).cpu(), ops.rss(k_cpu)) < 1e-6
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_opcheck_and_gradcheck():
-    gen = _gen("cuda-opcheck")
+    gen = seeded("cuda-opcheck")
     dt = torch.complex128
     image = torch.randn(2, 1, 3, 4, dtype=dt, generator=gen).cuda().requires_grad_()
     maps = torch.randn(1, 2, 3, 4, dtype=dt, generator=gen).cuda().requires_grad_()

@@ -13,8 +13,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "dc_project_math.h"
 #include "kldm/ops.h"
-#include "math.h"
 
 namespace kldm {
 namespace detail {

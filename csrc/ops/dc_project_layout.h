@@ -8,7 +8,7 @@
 
 #include <cstdint>
 
-#include "math.h"
+#include "host_device.h"
 
 namespace kldm {
 

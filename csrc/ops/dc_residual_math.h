@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #include "dc_project_layout.h"
-#include "math.h"
+#include "host_device.h"
 
 namespace kldm {
 

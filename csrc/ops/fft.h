@@ -13,6 +13,11 @@
 
 namespace kldm::detail {
 
+// The complex dtypes the FFT and SENSE ops accept.
+inline bool is_complex64_or_128(const at::Tensor& t) {
+  return t.scalar_type() == at::kComplexFloat || t.scalar_type() == at::kComplexDouble;
+}
+
 // fft2c / ifft2c: x is [..., H, W] complex64/complex128 with 2 to 2 + kMaxFftLeadingDims dims.
 void check_fft2c_args(const at::Tensor& x, const char* op);
 

@@ -12,7 +12,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "math.h"
+#include "host_device.h"
 
 namespace kldm {
 

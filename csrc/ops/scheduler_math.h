@@ -15,7 +15,7 @@
 #include <cstring>
 #endif
 
-#include "math.h"
+#include "host_device.h"
 #include "scheduler_step_params.h"
 
 namespace kldm::math {

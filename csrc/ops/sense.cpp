@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // kldm::sense_forward, kldm::sense_adjoint and kldm::rss: the SENSE operator pair built on the
-// modulated centred FFT of fft.cpp, and root-sum-of-squares (the SENSE drivers shared with the
-// CUDA glue, and the CPU kernels).
+// modulated centred FFT of fft.cpp, and root-sum-of-squares (their argument checks, the SENSE
+// drivers shared with the CUDA glue, and the CPU kernels).
 //
 // sense_forward: buf = pre * (maps * image)   [one pass, fused]  -> FFT -> out *= post * mask
 // sense_adjoint: buf = pre * mask * kspace    [one pass, fused]  -> inverse FFT ->
@@ -24,6 +24,96 @@
 
 namespace kldm {
 namespace detail {
+
+// ---- argument checks (declared in fft.h) ----
+
+namespace {
+
+void check_complex_4d(const at::Tensor& t, const char* op, const char* name, const char* layout) {
+  TORCH_CHECK_TYPE(is_complex64_or_128(t), op, ": ", name, " must be complex64 or complex128 ",
+                   layout, ", got ", t.scalar_type(), " with shape ", t.sizes());
+  TORCH_CHECK_VALUE(t.dim() == 4, op, ": ", name, " must be 4-D ", layout, ", got shape ",
+                    t.sizes());
+}
+
+// x is [B, C_x, H, W] with C_x = C (coil data) or 1 (image); maps [B or 1, C, H, W].
+void check_against_maps(const at::Tensor& x, const at::Tensor& maps, const char* op,
+                        const char* name, bool coils) {
+  TORCH_CHECK_TYPE(x.scalar_type() == maps.scalar_type(), op, ": ", name, " dtype ",
+                   x.scalar_type(), " differs from maps dtype ", maps.scalar_type());
+  const int64_t c = coils ? maps.size(1) : 1;
+  TORCH_CHECK_VALUE(x.size(1) == c && x.size(2) == maps.size(2) && x.size(3) == maps.size(3), op,
+                    ": ", name, " shape ", x.sizes(), " does not match maps shape ", maps.sizes(),
+                    ": expected [", x.size(0), ", ", c, ", ", maps.size(2), ", ", maps.size(3),
+                    "]");
+  TORCH_CHECK_VALUE(maps.size(0) == 1 || maps.size(0) == x.size(0), op, ": ", name, " batch ",
+                    x.size(0), " does not match maps batch ", maps.size(0),
+                    " (maps batch must be 1, shared, or ", x.size(0), "); maps shape ",
+                    maps.sizes());
+  TORCH_CHECK_VALUE(x.device() == maps.device(), op, ": ", name, " is on ", x.device(),
+                    " but maps is on ", maps.device());
+}
+
+}  // namespace
+
+void check_sense_mask(const at::Tensor& mask, at::IntArrayRef shape, const at::Device& device,
+                      const char* op) {
+  TORCH_CHECK_TYPE(!mask.is_complex(), op, ": mask must be bool or real, got ", mask.scalar_type(),
+                   " with shape ", mask.sizes());
+  TORCH_CHECK_VALUE(mask.dim() == 1 || mask.dim() == 2 || mask.dim() == 4, op,
+                    ": mask must be [W], [H, W] or 4-D [B|1, C|1, H|1, W|1], got shape ",
+                    mask.sizes(), " (for per-sample column masks use [B, 1, 1, W])");
+  const auto ms = mask.sizes();
+  for (int64_t i = 1; i <= mask.dim(); ++i) {
+    const int64_t m = ms[mask.dim() - i];
+    const int64_t k = shape[4 - i];
+    TORCH_CHECK_VALUE(m == k || m == 1, op, ": mask shape ", ms,
+                      " does not broadcast to k-space shape ", shape, " (dim -", i, ": ", m, " vs ",
+                      k, ")");
+  }
+  TORCH_CHECK_VALUE(mask.device() == device, op, ": mask is on ", mask.device(),
+                    " but the data are on ", device);
+}
+
+void check_sense_forward_args(const at::Tensor& image, const at::Tensor& maps,
+                              const std::optional<at::Tensor>& mask) {
+  constexpr const char* op = "sense_forward";
+  check_complex_4d(maps, op, "maps", "[B, C, H, W]");
+  TORCH_CHECK_TYPE(is_complex64_or_128(image), op,
+                   ": image must be complex64 or complex128 [B, 1, H, W] or [B, H, W], got ",
+                   image.scalar_type(), " with shape ", image.sizes());
+  TORCH_CHECK_VALUE(image.dim() == 3 || image.dim() == 4, op,
+                    ": image must be [B, 1, H, W] or [B, H, W], got shape ", image.sizes());
+  const at::Tensor image4 = image.dim() == 3 ? image.unsqueeze(1) : image;
+  check_against_maps(image4, maps, op, "image", /*coils=*/false);
+  if (mask.has_value()) {
+    check_sense_mask(*mask, {image4.size(0), maps.size(1), maps.size(2), maps.size(3)},
+                     maps.device(), op);
+  }
+}
+
+void check_sense_adjoint_args(const at::Tensor& kspace, const at::Tensor& maps,
+                              const std::optional<at::Tensor>& mask) {
+  constexpr const char* op = "sense_adjoint";
+  check_complex_4d(maps, op, "maps", "[B, C, H, W]");
+  check_complex_4d(kspace, op, "kspace", "[B, C, H, W]");
+  check_against_maps(kspace, maps, op, "kspace", /*coils=*/true);
+  if (mask.has_value()) check_sense_mask(*mask, kspace.sizes(), kspace.device(), op);
+}
+
+void check_rss_args(const at::Tensor& x) {
+  TORCH_CHECK_TYPE(x.is_complex() || x.is_floating_point(),
+                   "rss: coil_images must be a real or complex floating-point [..., C, H, W] "
+                   "tensor, got ",
+                   x.scalar_type(), " with shape ", x.sizes());
+  TORCH_CHECK_TYPE(x.scalar_type() != at::kComplexHalf && x.scalar_type() != at::kHalf &&
+                       x.scalar_type() != at::kBFloat16,
+                   "rss: coil_images must be float32, float64, complex64 or complex128, got ",
+                   x.scalar_type());
+  TORCH_CHECK_VALUE(x.dim() >= 3 && x.dim() <= 3 + kMaxFftLeadingDims,
+                    "rss: coil_images must be [..., C, H, W] with 3 to ", 3 + kMaxFftLeadingDims,
+                    " dims, got shape ", x.sizes());
+}
 
 std::vector<int64_t> rss_shape(const at::Tensor& x) {
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());

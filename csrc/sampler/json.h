@@ -55,7 +55,9 @@ class Fields {
   std::string path_;
 };
 
-// Parses `text`; throws std::runtime_error("... at offset N") on malformed input.
+// Parses `text`; throws std::runtime_error("invalid JSON: ... at offset N") on malformed input
+// (bad \u escapes and lone surrogates included). Numbers are read with std::from_chars: the
+// result does not depend on the host program's C locale. Tested by tests/test_json_reader.py.
 Value parse(const std::string& text);
 
 }  // namespace kldm::json

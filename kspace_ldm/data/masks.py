@@ -400,8 +400,9 @@ class EquispacedFractionMask(ColumnMaskFunc):
 
     The spacing is ``a = R (W - n_low) / (W - n_low R)`` (fractional); columns
     ``rint(offset + k a)`` for ``offset + k a < W - 1`` are acquired (NumPy's half-to-even
-    rounding, so lines are only approximately equispaced, fastMRI issue #54). The offset is
-    drawn from ``[0, round(a))``. Needs ``n_low * R < W``.
+    rounding, so lines are only approximately equispaced: issue 54 of
+    github.com/facebookresearch/fastMRI). The offset is drawn from ``[0, round(a))``. Needs
+    ``n_low * R < W``.
     """
 
     mask_type = "equispaced_fraction"

@@ -18,12 +18,14 @@ family         class                                    reference
 ``unet``       :class:`UNet`                            UnetWN / UnetWON / UnetWONO
 =============  =======================================  ============================================
 
-Fixes against the reference (spec section 9): the plain autoencoder's decoder gets its channels in
-the right order (diffusers' ``Decoder`` reverses ``block_out_channels`` itself, so the reference's
-pre-reversed list built a decoder that is narrow at the bottleneck and 512 wide at full
-resolution); sizes are padded and unpadded exactly instead of zero-padding k-space to 384 and
-forming images from the padded grid. The weighted-SSIM families differ from the plain ones only in
-their loss (:mod:`kspace_ldm.models.losses`), where the SSIM term is now a properly weighted mean.
+Fixes against the reference implementation (kLD-MRI, sandrosage/kspace-diffusion; its bugs are
+listed in docs/reproducing_kld_mri.md, "What differs from the reference"): the plain autoencoder's
+decoder gets its channels in the right order (diffusers' ``Decoder`` reverses ``block_out_channels``
+itself, so the reference's pre-reversed list built a decoder that is narrow at the bottleneck and
+512 wide at full resolution); sizes are padded and unpadded exactly instead of zero-padding k-space
+to 384 and forming images from the padded grid. The weighted-SSIM families differ from the plain
+ones only in their loss (:mod:`kspace_ldm.models.losses`), where the SSIM term is now a properly
+weighted mean.
 """
 
 from __future__ import annotations

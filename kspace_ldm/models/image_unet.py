@@ -18,13 +18,23 @@ padding is removed after it, where fastMRI reflect-pads inside the up path.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from ..config import TrainConfig, load_config
 from ..errors import InputError
 from .autoencoders import UNet
+from .loading import load_model_weights
 
-__all__ = ["ImageUNet", "denormalize_instance", "normalize_instance"]
+__all__ = [
+    "ImageUNet",
+    "build_image_unet",
+    "denormalize_instance",
+    "load_unet",
+    "normalize_instance",
+]
 
 # fastMRI's normalize_instance eps: keeps an all-zero slice finite.
 _EPS = 1e-11
@@ -120,3 +130,39 @@ class ImageUNet(nn.Module):
         if normalized:
             return out, mean, std
         return denormalize_instance(out, mean, std)
+
+
+def build_image_unet(cfg: TrainConfig) -> ImageUNet:
+    """The :class:`ImageUNet` described by ``cfg.unet``."""
+    u = cfg.unet
+    return ImageUNet(
+        chans=u.chans, num_pool_layers=u.num_pool_layers, drop_prob=u.drop_prob, clamp=u.clamp
+    )
+
+
+def load_unet(path: str | Path, device: str = "cpu") -> ImageUNet:
+    """A trained U-Net from a ``kldm train --stage unet`` run directory (its ``best``), a
+    ``best`` or a checkpoint directory; one-line :class:`InputError` for any other folder."""
+    path = Path(path)
+    if (path / "best" / "config.yaml").is_file():
+        path = path / "best"
+    for cfg_path in (path / "config.yaml", path.parent.parent / "config.yaml"):
+        if cfg_path.is_file():
+            break
+    else:
+        raise InputError(path, "not a U-Net run, best or checkpoint directory (no config.yaml)")
+    cfg = load_config(cfg_path)
+    if cfg.stage != "unet":
+        raise InputError(
+            path,
+            f"is a {cfg.stage!r} model, not a U-Net (train one with kldm train --stage unet)",
+        )
+    model = build_image_unet(cfg)
+    try:
+        model.load_state_dict(load_model_weights(path))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise InputError(path, f"weights do not fit the config's U-Net ({first})") from None
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device).eval()

@@ -4,7 +4,8 @@ an EMA of its weights, and loading a trained LDM run for sampling.
 Latents are multiplied by one fixed ``scale_factor`` (``1 / std`` of the training latents,
 computed once from the extraction statistics and stored with the checkpoint) before diffusion, as
 Stable Diffusion does with 0.18215; the reference recomputed it per batch and per GPU during
-training and from one masked latent at test time (spec section 4.4), so train and test disagreed.
+training and from one masked latent at test time (its ``rescale_latents`` option), so train and
+test disagreed.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """First-stage losses: k-space reconstruction, image-domain L1/SSIM/LPIPS, KL, and the GAN terms.
 
 Every term is a *mean* and enters with an explicit weight, fixing the reference's loss scaling
-(spec section 9, item 6): there the SSIM and LPIPS values were broadcast-added to each of the
-491,520 k-space elements before a sum, an implicit weight of ~5e5 relative to the L1 term.
+(kLD-MRI, sandrosage/kspace-diffusion; docs/reproducing_kld_mri.md): there the SSIM and LPIPS values
+were broadcast-added to each of the 491,520 k-space elements before a sum, an implicit weight of
+~5e5 relative to the L1 term.
 
 Terms (weights in :class:`LossConfig`):
 

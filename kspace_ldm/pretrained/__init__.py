@@ -10,7 +10,7 @@ path *relative to the LDM folder* (``../first_stage``), and ``manifest.json``::
 
 Every file listed in the manifest is checked against its sha256 when a model of the bundle is
 loaded (:func:`verify_if_bundled`, called by :func:`kspace_ldm.models.ldm.load_ldm` and
-:func:`kspace_ldm.training.evaluate.load_first_stage`); a missing or modified file is one
+:func:`kspace_ldm.models.loading.load_first_stage`); a missing or modified file is one
 :class:`~kspace_ldm.errors.InputError` line. :func:`build_bundle` makes a bundle from trained runs
 (``scripts/train_demo_model.sh`` ends with it).
 """

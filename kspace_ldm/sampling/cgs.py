@@ -2,7 +2,7 @@
 
 Two samplers share one :class:`KspaceLDMSampler` (first stage + latent denoiser):
 
-``cgs-ref`` (:meth:`KspaceLDMSampler.cgs_ref`) -- the reference algorithm (spec section 5),
+``cgs-ref`` (:meth:`KspaceLDMSampler.cgs_ref`) -- the reference algorithm (kLD-MRI's cgs.py),
 faithfully, so that the comparison with the original method is honest: k-space normalised with the
 statistics of the *undersampled* scan, per-input latent rescale ``1/std(z)``, SDEdit start at
 ``T0``, single-step ancestral DDPM from ``T0`` to 0; after the step of timestep ``t``: if
@@ -120,7 +120,7 @@ class KspaceLDMSampler:
     @classmethod
     def from_run(cls, path: str | Path, device: str = "cpu") -> KspaceLDMSampler:
         """Load an LDM run (or its ``best``) and the first stage it names."""
-        from ..training.evaluate import load_first_stage
+        from ..models.loading import load_first_stage
 
         ldm = load_ldm(path, device)
         ae, normalizer, _ = load_first_stage(ldm.first_stage, device)

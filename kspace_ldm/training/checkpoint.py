@@ -25,15 +25,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..errors import InputError
 from ..io import atomic_path, atomic_write_text
+
+# The reading side lives in kspace_ldm.models.loading (inference must not import training); these
+# names stay importable from here.
+from ..models.loading import (
+    DISC_FILE,
+    MODEL_FILE,
+    OPTIM_FILE,
+    STATE_FILE,
+    Checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_weights,
+)
 
 __all__ = [
     "Checkpoint",
@@ -44,30 +55,12 @@ __all__ = [
     "save_checkpoint",
 ]
 
-MODEL_FILE = "model.safetensors"
-DISC_FILE = "discriminator.safetensors"
-OPTIM_FILE = "optimizer.pt"
-STATE_FILE = "state.json"
-
 
 def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
     # safetensors refuses shared or non-contiguous storage; a detached contiguous copy is exact.
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(flat, str(tmp))
-
-
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint (tensors on the CPU)."""
-
-    path: Path
-    step: int
-    model: dict[str, torch.Tensor]
-    discriminator: dict[str, torch.Tensor] | None
-    optim: dict[str, Any]
-    state: dict[str, Any]
-    extra: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 def save_checkpoint(
@@ -123,52 +116,6 @@ def _prune(ckpt_root: Path, keep: int, protect: str) -> None:
     for p in dirs[:-keep] if keep > 0 else []:
         if p.name != protect:
             shutil.rmtree(p, ignore_errors=True)
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The checkpoint ``latest.json`` names, or ``None`` if the run has none yet."""
-    pointer = Path(run_dir) / "checkpoints" / "latest.json"
-    if not pointer.is_file():
-        return None
-    try:
-        name = json.loads(pointer.read_text())["dir"]
-    except (ValueError, KeyError) as err:
-        raise InputError(pointer, f"unreadable checkpoint pointer ({err})") from None
-    path = pointer.parent / name
-    if not (path / STATE_FILE).is_file():
-        raise InputError(pointer, f"names {name}, which is missing or incomplete")
-    return path
-
-
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint directory (weights via safetensors, optimiser with weights_only)."""
-    path = Path(path)
-    try:
-        state = json.loads((path / STATE_FILE).read_text())
-        model = load_file(str(path / MODEL_FILE))
-        disc = load_file(str(path / DISC_FILE)) if (path / DISC_FILE).is_file() else None
-        optim = torch.load(path / OPTIM_FILE, map_location="cpu", weights_only=True)
-        extra = {
-            p.stem: load_file(str(p))
-            for p in sorted(path.glob("*.safetensors"))
-            if p.name not in (MODEL_FILE, DISC_FILE)
-        }
-    except FileNotFoundError as err:
-        raise InputError(
-            path, f"incomplete checkpoint: {Path(err.filename).name} missing"
-        ) from None
-    except Exception as err:  # a corrupt file: one line naming it
-        raise InputError(path, f"cannot read checkpoint ({type(err).__name__}: {err})") from None
-    return Checkpoint(path, int(state["step"]), model, disc, optim, state, extra)
-
-
-def load_model_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Autoencoder weights from a checkpoint or ``best`` directory (or a .safetensors file)."""
-    path = Path(path)
-    file = path / MODEL_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise InputError(path, f"no {MODEL_FILE} found")
-    return load_file(str(file))
 
 
 def save_best(

@@ -13,36 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import load_config
 from ..data.fastmri import FastMRIFile, list_h5_files, write_reconstruction
 from ..errors import InputError
-from ..models import build_model, build_normalizer
-from .checkpoint import load_model_weights
+from ..models.loading import load_first_stage  # moved there; re-exported for old imports
 
 __all__ = ["evaluate_first_stage", "load_first_stage"]
-
-
-def load_first_stage(model_dir: str | Path, device: str = "cpu"):
-    """Load ``(model, normalizer, config)`` from a ``best`` or checkpoint directory (its
-    ``config.yaml`` or the run's, one level up). A first stage inside a bundle
-    (:mod:`kspace_ldm.pretrained`) is checked against the bundle's sha256 manifest first."""
-    from ..pretrained import verify_if_bundled
-
-    model_dir = Path(model_dir)
-    verify_if_bundled(model_dir)
-    for cfg_path in (model_dir / "config.yaml", model_dir.parent.parent / "config.yaml"):
-        if cfg_path.is_file():
-            break
-    else:
-        raise InputError(model_dir, "no config.yaml beside the weights or in the run directory")
-    cfg = load_config(cfg_path)
-    model = build_model(cfg.model)
-    state = load_model_weights(model_dir)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise InputError(model_dir, f"weights do not fit the config's model ({err})") from None
-    return model.to(device).eval(), build_normalizer(cfg.normalization), cfg
 
 
 @torch.no_grad()

@@ -19,31 +19,19 @@ slice, averaged over slices).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
-from ..config import TrainConfig, load_config
+from ..config import TrainConfig
 from ..data.masks import apply_mask, create_mask, seed_from_filename
-from ..errors import InputError
 from ..metrics import nmse, psnr, ssim
-from ..models.image_unet import ImageUNet
+from ..models.image_unet import ImageUNet, build_image_unet, load_unet
 from ..physics.transforms import zero_filled
-from .checkpoint import load_model_weights
 from .data import FirstStageDataset, collate
 
 __all__ = ["UNetStage", "build_image_unet", "load_unet"]
 
 _SEED_MOD = 2**32  # fastMRI mask seeds are ints (or tuples of ints) in [0, 2**32)
-
-
-def build_image_unet(cfg: TrainConfig) -> ImageUNet:
-    """The :class:`ImageUNet` described by ``cfg.unet``."""
-    u = cfg.unet
-    return ImageUNet(
-        chans=u.chans, num_pool_layers=u.num_pool_layers, drop_prob=u.drop_prob, clamp=u.clamp
-    )
 
 
 class UNetStage:
@@ -148,31 +136,3 @@ class UNetStage:
         out = {k: float(np.mean(v)) for k, v in scores.items()}
         out["slices"] = len(scores["psnr"])
         return out, pairs
-
-
-def load_unet(path: str | Path, device: str = "cpu") -> ImageUNet:
-    """A trained U-Net from a ``kldm train --stage unet`` run directory (its ``best``), a
-    ``best`` or a checkpoint directory; one-line :class:`InputError` for any other folder."""
-    path = Path(path)
-    if (path / "best" / "config.yaml").is_file():
-        path = path / "best"
-    for cfg_path in (path / "config.yaml", path.parent.parent / "config.yaml"):
-        if cfg_path.is_file():
-            break
-    else:
-        raise InputError(path, "not a U-Net run, best or checkpoint directory (no config.yaml)")
-    cfg = load_config(cfg_path)
-    if cfg.stage != "unet":
-        raise InputError(
-            path,
-            f"is a {cfg.stage!r} model, not a U-Net (train one with kldm train --stage unet)",
-        )
-    model = build_image_unet(cfg)
-    try:
-        model.load_state_dict(load_model_weights(path))
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise InputError(path, f"weights do not fit the config's U-Net ({first})") from None
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model.to(device).eval()

@@ -9,8 +9,8 @@
 #include <torch/library.h>
 
 #include "../dc_project.h"
+#include "dc_project_launcher.h"
 #include "device.h"
-#include "launchers.h"
 
 namespace kldm {
 namespace {

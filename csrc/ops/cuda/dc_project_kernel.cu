@@ -6,8 +6,8 @@
 #include <cstdint>
 
 #include "../dc_project_layout.h"
-#include "../math.h"
-#include "launchers.h"
+#include "../dc_project_math.h"
+#include "dc_project_launcher.h"
 
 namespace kldm::cuda {
 namespace {

@@ -15,7 +15,7 @@
 
 #include "../fft.h"
 #include "device.h"
-#include "fft_launchers.h"
+#include "fft_launcher.h"
 
 namespace kldm {
 namespace {

@@ -7,8 +7,7 @@
 #include <cstdint>
 
 #include "../fft_math.h"
-#include "../math.h"
-#include "fft_launchers.h"
+#include "fft_launcher.h"
 
 namespace kldm::cuda {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "../scheduler_step.h"
 #include "device.h"
-#include "scheduler_step_launchers.h"
+#include "scheduler_step_launcher.h"
 
 namespace kldm {
 namespace {

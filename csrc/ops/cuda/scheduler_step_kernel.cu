@@ -8,7 +8,7 @@
 
 #include "../scheduler_math.h"
 #include "../scheduler_step_params.h"
-#include "scheduler_step_launchers.h"
+#include "scheduler_step_launcher.h"
 
 namespace kldm::cuda {
 namespace {

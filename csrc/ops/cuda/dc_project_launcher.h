@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Plain launchers of the CUDA kernels (no torch types), called by the *_cuda.cpp glue.
+// Plain launchers of the dc_project CUDA kernels (dc_project_kernel.cu; no torch types), called by
+// dc_project_cuda.cpp.
 // Complex data are interleaved (re, im) pairs of the real type.
 #pragma once
 

@@ -1,14 +1,11 @@
 // SPDX-License-Identifier: MIT
-// Per-element formulas shared by the CPU and CUDA kernels, so both compile the same lines.
+// Per-element formula of dc_project, shared by the CPU loop (dc_project.cpp) and the CUDA kernel
+// (cuda/dc_project_kernel.cu), so both compile the same lines.
 // Complex numbers are handled as interleaved (re, im) pairs of a real type T: the memory layout of
 // c10::complex<T>, std::complex<T>, float2 and double2 alike.
 #pragma once
 
-#if defined(__CUDACC__)
-#define KLDM_HOST_DEVICE_INLINE __host__ __device__ __forceinline__
-#else
-#define KLDM_HOST_DEVICE_INLINE inline
-#endif
+#include "host_device.h"
 
 namespace kldm::math {
 

@@ -1,0 +1,56 @@
+// SPDX-License-Identifier: MIT
+// kldm::Sampler: the cgs algorithm (kspace_ldm.sampling.cgs, KspaceLDMSampler.cgs), step for
+// step; the shared steps are in sampler.cpp.
+#include <tuple>
+
+#include "kldm/ops.h"
+
+#include "sampler_impl.h"
+
+namespace kldm {
+
+at::Tensor Sampler::Impl::cgs(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
+                              at::Generator& gen) const {
+  const int64_t steps = o.steps.value_or(cgs_steps);
+  const int64_t t0 = o.t0.value_or(cgs_t0);
+  const double guidance = o.guidance.value_or(cgs_guidance);
+  const int64_t n_train = info.num_train_timesteps;
+  if (t0 < 0 || t0 >= n_train || steps < 1)
+    throw Error("sampler: need 0 <= t0 < " + std::to_string(n_train) + " and steps >= 1");
+  const auto& ac = alphas_cumprod;
+  const double s = scale_factor;
+  NormStats anchor = norm.estimate(y, m);
+  NormStats stats = anchor;
+  auto z = encode(norm.normalize_with(y, stats), nullptr);
+  auto x0 = s * z;
+  std::tie(x0, stats) = consistency(x0, y, m, stats, o.refit, anchor);
+  // torch.linspace(t0, 0, steps + 1).round().long().unique_consecutive()
+  auto lin = at::linspace(static_cast<double>(t0), 0.0, steps + 1).round().to(at::kLong);
+  std::vector<int64_t> ts;
+  for (int64_t i = 0; i < lin.numel(); ++i) {
+    int64_t v = lin[i].item<int64_t>();
+    if (ts.empty() || ts.back() != v) ts.push_back(v);
+  }
+  auto noise = randn(x0.sizes(), gen);
+  auto zt = ac[ts[0]].sqrt() * x0 + (1 - ac[ts[0]]).sqrt() * noise;
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const int64_t t = ts[i];
+    at::Tensor eps;
+    std::tie(eps, x0) = eps_x0(zt, t);
+    if (guidance > 0) {
+      auto grad = residual_grad(x0 / s, y, m, stats, /*scale_free=*/true) / s;
+      x0 = x0 - guidance * grad;
+    }
+    if (i + 1 == ts.size()) break;  // the last estimate goes to the final consistency
+    x0 = consistency(x0, y, m, stats, false, anchor).first;
+    const int64_t tp = ts[i + 1];
+    auto a_t = ac[t], a_p = ac[tp];
+    auto sigma = o.eta * ((1 - a_p) / (1 - a_t) * (1 - a_t / a_p)).clamp_min(0).sqrt();
+    zt = a_p.sqrt() * x0 + (1 - a_p - sigma.square()).clamp_min(0).sqrt() * eps;
+    if (o.eta > 0) zt = zt + sigma * randn(zt.sizes(), gen);
+  }
+  auto k = norm.denormalize(decode(x0 / s), stats).to(y.scalar_type());
+  return kldm::dc_project(k, y, m, 1.0);
+}
+
+}  // namespace kldm

@@ -1,0 +1,138 @@
+// SPDX-License-Identifier: MIT
+// kldm::Sampler::Impl (private to libkldm): the state of a loaded export and its member functions,
+// defined by concern in
+//   manifest.cpp        reading manifest.json and loading the sha256-checked packages (load)
+//   package_runner.cpp  network calls: batch chunking, timing, CUDA graph capture and replay (run)
+//   sampler.cpp         the networks, consistency and guidance steps both algorithms use, checks,
+//                       and the public kldm::Sampler API
+//   cgs.cpp             the cgs algorithm;  cgs_ref.cpp  the cgs-ref algorithm
+#pragma once
+
+#include <ATen/ATen.h>
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#ifdef KLDM_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#endif
+
+#include "json.h"
+#include "kldm/sampler.h"
+#include "normalizer.h"
+
+namespace kldm {
+
+using detail::NormStats;
+namespace fs = std::filesystem;
+
+namespace detail {
+
+struct DdpmTable {
+  std::vector<double> sqrt_alpha_prod_t, sqrt_beta_prod_t, pred_original_sample_coeff,
+      current_sample_coeff, noise_std;
+};
+
+}  // namespace detail
+
+using detail::DdpmTable;
+
+struct Sampler::Impl {
+  ExportInfo info;
+  c10::Device device = c10::Device(c10::kCPU);
+  detail::Normalizer norm;
+  bool is_kl = false, sample_posterior = false;
+  double scale_factor = 1.0;
+  std::string prediction_type = "epsilon";
+  bool clip_sample = false;
+  double clip_sample_range = 1.0;
+  at::Tensor alphas_cumprod;  // [T] float32 on the device
+  DdpmTable ddpm;
+  int64_t cgs_steps = 5, cgs_t0 = 150, ref_t0 = 100, cgs_samples = 1;
+  double cgs_guidance = 0.0, cgs_eta = 0.0, ref_guidance = 100.0;
+  bool cgs_refit = true;
+  // One network call captured as a CUDA graph: static input and output buffers, replayed with
+  // new inputs copied in. `eager_calls` counts the calls before capture (the first runs eagerly:
+  // it loads the package's kernels and creates library handles, which cannot happen in capture).
+  struct GraphSlot {
+#ifdef KLDM_WITH_CUDA
+    std::unique_ptr<at::cuda::CUDAGraph> graph;
+#endif
+    std::vector<at::Tensor> in, out;
+    int64_t eager_calls = 0;
+  };
+  // A package and the batch sizes it accepts (one for a static export).
+  struct Package {
+    std::unique_ptr<torch::inductor::AOTIModelPackageLoader> loader;
+    int64_t min_batch = 1, max_batch = 1;
+    std::string name;
+    mutable std::map<std::vector<int64_t>, GraphSlot> graphs;  // by input shapes
+  };
+  Package encoder, decoder, decoder_vjp, denoiser;
+  mutable double net_seconds = 0.0;
+  mutable int64_t net_calls = 0;
+  bool use_graphs = true;  // CUDA only
+  bool profiling = false;
+  mutable std::string graph_error;  // why capture failed (then every call runs eagerly)
+
+  void load(const std::string& dir);
+
+  void parse_manifest(const json::Value& doc, const fs::path& root);
+
+  // Network calls, chunked to the exported batch size when the batch is static.
+  std::vector<at::Tensor> run(const Package& pkg, std::vector<at::Tensor> inputs) const;
+
+  void sync() const;
+
+  // One package call at fixed shapes: eager, or (CUDA) replayed from a captured graph. A CUDA
+  // graph replaces the hundreds of kernel launches of a network (the cost of small latents on a
+  // GPU) by one; the sampler loop calls every network with the same shapes, so each
+  // (package, shapes) is captured once, on its second call, and replayed from then on.
+  std::vector<at::Tensor> call(const Package& pkg, std::vector<at::Tensor> in) const;
+
+#ifdef KLDM_WITH_CUDA
+  void capture(const Package& pkg, GraphSlot& g, const std::vector<at::Tensor>& in) const;
+#endif
+
+  int64_t graph_count() const;
+
+  at::Tensor randn(at::IntArrayRef shape, at::Generator& gen) const;
+
+  // posterior mode (mean) or sample
+  at::Tensor encode(const at::Tensor& x, at::Generator* gen) const;
+
+  at::Tensor decode(const at::Tensor& z) const;
+
+  at::Tensor vjp(const at::Tensor& z, const at::Tensor& g) const;
+
+  at::Tensor model_output(const at::Tensor& z, int64_t t) const;
+
+  std::pair<at::Tensor, at::Tensor> eps_x0(const at::Tensor& z, int64_t t) const;
+
+  at::Tensor as_mask(const at::Tensor& mask, const at::Tensor& k) const;
+
+  void check(const at::Tensor& y) const;
+
+  // _consistency: decode the clean estimate, (re)fit the statistics, replace the measured
+  // samples, re-encode.
+  std::pair<at::Tensor, NormStats> consistency(const at::Tensor& x0, const at::Tensor& y,
+                                               const at::Tensor& m, NormStats stats, bool refit,
+                                               const NormStats& anchor) const;
+
+  // d loss / d latent for loss = sum |M (denorm(decode(u)) - y)|^2 / energy (energy 1: raw units).
+  at::Tensor residual_grad(const at::Tensor& u, const at::Tensor& y, const at::Tensor& m,
+                           const NormStats& stats, bool scale_free) const;
+
+  at::Tensor cgs(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
+                 at::Generator& gen) const;
+
+  at::Tensor cgs_ref(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
+                     at::Generator& gen) const;
+};
+
+}  // namespace kldm
