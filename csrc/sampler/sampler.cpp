@@ -11,6 +11,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -87,18 +88,28 @@ struct Sampler::Impl {
   mutable std::string graph_error;  // why capture failed (then every call runs eagerly)
 
   // ---------------------------------------------------------------------------------------------
-  void load(const std::string& dir) {
+  void load(const std::string& dir, const std::string& expect_sha256) {
     fs::path root(dir);
     fs::path mpath = root / "manifest.json";
     if (!fs::is_directory(root)) throw Error(dir + ": export directory does not exist");
     if (!fs::is_regular_file(mpath))
       throw Error(dir + ": not an export directory (no manifest.json); make one with kldm export");
-    std::ifstream in(mpath);
+    std::ifstream in(mpath, std::ios::binary);
     std::stringstream ss;
     ss << in.rdbuf();
+    const std::string bytes = ss.str();
+    if (!expect_sha256.empty()) {
+      // Checked on the very bytes parsed below, before any package is opened.
+      std::string want = expect_sha256;
+      for (auto& c : want) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      const std::string got = sha256_bytes(bytes);
+      if (got != want)
+        throw Error(mpath.string() + ": sha256 " + got + " differs from the pinned " +
+                    "--expect-sha256 " + expect_sha256 + "; refusing to load the packages");
+    }
     json::Value m;
     try {
-      m = json::parse(ss.str());
+      m = json::parse(bytes);
     } catch (const std::exception& e) {
       throw Error(mpath.string() + ": " + e.what());
     }
@@ -516,9 +527,11 @@ struct Sampler::Impl {
   }
 };
 
-Sampler::Sampler(const std::string& export_dir, c10::Device device) : impl_(new Impl) {
+Sampler::Sampler(const std::string& export_dir, c10::Device device,
+                 const std::string& expect_manifest_sha256)
+    : impl_(new Impl) {
   impl_->device = device;
-  impl_->load(export_dir);
+  impl_->load(export_dir, expect_manifest_sha256);
 }
 Sampler::~Sampler() = default;
 Sampler::Sampler(Sampler&&) noexcept = default;

@@ -140,6 +140,24 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return path
 
 
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoint directories of a run (``state.json`` present), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    return sorted(p for p in root.glob("step_*") if (p / STATE_FILE).is_file())
+
+
+def checkpoint_of_step(run_dir: str | Path, step: int) -> Path:
+    """The kept checkpoint of ``step`` (``--resume-from``); one-line error listing the kept
+    steps otherwise."""
+    path = Path(run_dir) / "checkpoints" / f"step_{step:08d}"
+    if not (path / STATE_FILE).is_file():
+        kept = [int(p.name.split("_")[1]) for p in list_checkpoints(run_dir)]
+        raise InputError(
+            path, f"no complete checkpoint of step {step} (kept steps: {kept or 'none'})"
+        )
+    return path
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint directory (weights via safetensors, optimiser with weights_only)."""
     path = Path(path)
