@@ -160,15 +160,23 @@ def test_unreadable_bundle_manifest_is_an_error_not_a_skip(bundle, val, tmp_path
     ldm = bundle / json.loads((bundle / "manifest.json").read_text())["ldm"]
     _tamper_weights(bundle)
     (bundle / "manifest.json").write_text(manifest)
-    with pytest.raises(InputError, match="manifest"):
+    with pytest.raises(InputError, match="bundle manifest"):
         verify_if_bundled(ldm)
     res = run("recon", val, "--out", tmp_path / "o", "--model", ldm, ok=False)
     _error_line(res, "manifest.json")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").glob("*.h5"))
 
 
-@pytest.mark.parametrize("files", [None, ["ldm/ema.safetensors"], {"ldm/x": "abc"}])
-def test_bundle_manifest_files_missing_or_wrong_type(bundle, files):
+@pytest.mark.parametrize(
+    ("files", "problem"),
+    [
+        (None, "has no 'files' mapping"),
+        (["ldm/ema.safetensors"], "has no 'files' mapping"),
+        ({"ldm/ema.safetensors": "abc"}, "entry 'ldm/ema.safetensors' has no sha256"),
+    ],
+    ids=["no-files", "files-list", "entry-not-a-mapping"],
+)
+def test_bundle_manifest_files_missing_or_wrong_type(bundle, files, problem):
     from kspace_ldm.pretrained import verify_bundle
 
     m = json.loads((bundle / "manifest.json").read_text())
@@ -177,7 +185,7 @@ def test_bundle_manifest_files_missing_or_wrong_type(bundle, files):
     else:
         m["files"] = files
     (bundle / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(InputError, match="manifest"):
+    with pytest.raises(InputError, match=problem):
         verify_bundle(bundle)
 
 
