@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, KldmError
 
 #: errno -> the words of the one-line message (write failures that are the user's to fix).
 _WRITE_ERRNOS = {
@@ -26,22 +26,23 @@ _WRITE_ERRNOS = {
     errno.EROFS: "read-only file system",
     errno.EACCES: "permission denied",
 }
-# h5py reports HDF5's write failures as OSError with the system errno inside the message.
-_H5_ERRNO = re.compile(r"errno = (\d+)")
+# Libraries that report the system errno only inside the message: h5py (HDF5's write failures
+# as OSError, "errno = 28") and safetensors' Rust writer (SafetensorError, "os error 28").
+_TEXT_ERRNO = re.compile(r"(?:errno = |os error )(\d+)")
 #: The first bytes of every HDF5 file.
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
-def write_error(err: OSError, path: str | Path) -> InputError | None:
+def write_error(err: BaseException, path: str | Path) -> InputError | None:
     """The one-line :class:`InputError` for a failed write of ``path`` (full disk, a directory
     or a file in the way, read-only), or None when ``err`` is not one of those.
 
     The one place that turns ``OSError`` ENOSPC/EISDIR/ENOTDIR/... into ``<path>: <problem>``:
     :func:`atomic_path` (every writer of the package) and the CLI's error handler use it.
     """
-    code = err.errno
+    code = getattr(err, "errno", None) if isinstance(err, OSError) else None
     if code is None:
-        m = _H5_ERRNO.search(str(err))
+        m = _TEXT_ERRNO.search(str(err))
         code = int(m.group(1)) if m else None
         if code is None and "No space left" in str(err):
             code = errno.ENOSPC
@@ -139,12 +140,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        if isinstance(err, OSError):
+        if isinstance(err, Exception) and not isinstance(err, KldmError):
             _raise_write_error(err, path)
         raise
 
 
-def _raise_write_error(err: OSError, path: Path) -> None:
+def _raise_write_error(err: BaseException, path: Path) -> None:
     """Re-raise a write failure of ``path`` as its one-line error (the temporary file is gone)."""
     if isinstance(err, FileExistsError) or (
         isinstance(err, NotADirectoryError) and not path.parent.is_dir()

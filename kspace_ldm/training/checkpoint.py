@@ -110,6 +110,9 @@ def save_checkpoint(
             os.replace(final, old)
             shutil.rmtree(old, ignore_errors=True)
         os.replace(tmp, final)
+    except InputError as err:  # e.g. a full disk: name the checkpoint, not its temporary name
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(final, err.problem) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
