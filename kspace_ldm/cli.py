@@ -9,28 +9,124 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import click
 
 from kspace_ldm import __version__
-from kspace_ldm.errors import KldmError
+from kspace_ldm.errors import KldmError, KldmWarning
 
 EXIT_BAD_INPUT = 2
 
 
 def _handle_errors(fn):
-    """Turn the package's input errors into a one-line message and exit code 2."""
+    """Turn the package's input errors, and the write failures that are the user's to fix (full
+    disk, a directory or file in the way: :func:`kspace_ldm.io.write_error`), into a one-line
+    message and exit code 2; :class:`KldmWarning` s print as one line each."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except KldmError as err:
-            click.echo(f"kldm: error: {err}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
+        from kspace_ldm.io import write_error
+
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+
+            def show(message, category, filename, lineno, file=None, line=None):
+                if issubclass(category, KldmWarning):
+                    from tqdm import tqdm
+
+                    # tqdm.write: on a line of its own even while a progress bar is drawn
+                    tqdm.write(f"kldm: warning: {message}", file=sys.stderr)
+                else:
+                    shown(message, category, filename, lineno, file, line)
+
+            warnings.showwarning = show
+            try:
+                return fn(*args, **kwargs)
+            except KldmError as err:
+                click.echo(f"kldm: error: {err}", err=True)
+                sys.exit(EXIT_BAD_INPUT)
+            except OSError as err:
+                one_line = write_error(err, err.filename or "output")
+                if one_line is None:
+                    raise
+                click.echo(f"kldm: error: {one_line}", err=True)
+                sys.exit(EXIT_BAD_INPUT)
 
     return wrapper
+
+
+class _UsageErrorLine(click.ClickException):
+    """A usage error printed as one line (Click's own take four: usage, hint, blank, error)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, err: click.UsageError):
+        where = err.ctx.command_path if err.ctx is not None else "kldm"
+        text = " ".join(err.format_message().split())
+        super().__init__(f"{where}: {text} (see {where} --help)")
+
+    def show(self, file=None) -> None:
+        click.echo(f"kldm: error: {self.message}", err=True)
+
+
+class _OneLineGroup(click.Group):
+    """The ``kldm`` group: every usage error of it and its subcommands is one line, exit 2."""
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except _NO_ARGS_IS_HELP:
+            raise  # a bare group name prints its help, as before
+        except click.UsageError as err:
+            raise _UsageErrorLine(err) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _NO_ARGS_IS_HELP:
+            raise
+        except click.UsageError as err:
+            raise _UsageErrorLine(err) from None
+
+
+# Click >= 8.2 raises this (a UsageError) for a group called without arguments: it shows help.
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _out_file(ctx, param, value):
+    """Option callback of every output file (``--json``, ``--csv``, ``--markdown``, ``--png``):
+    refuse a directory, a parent that is a file, or an existing HDF5 file before any work."""
+    from kspace_ldm.io import check_output_file
+
+    if value is not None:
+        try:
+            check_output_file(value, what=param.opts[0])
+        except KldmError as err:
+            raise click.BadParameter(str(err), ctx=ctx, param=param) from None
+    return value
+
+
+def _out_dir(ctx, param, value):
+    """Option callback of every output folder: refuse a file, or a folder below a file."""
+    from kspace_ldm.io import check_output_dir
+
+    if value is not None:
+        try:
+            check_output_dir(value)
+        except KldmError as err:
+            raise click.BadParameter(str(err), ctx=ctx, param=param) from None
+    return value
+
+
+def _sha256_hex(ctx, param, value):
+    if value is not None:
+        v = value.strip().lower()
+        if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+            raise click.BadParameter(f"expected 64 hex digits, got {value!r}", ctx, param)
+        return v
+    return value
 
 
 def _floats(text: str, name: str) -> list[float]:
@@ -50,7 +146,9 @@ _device_option = click.option(
     "--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])
 )
 #: ``--json FILE``: where to write the result as JSON.
-_json_option = click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path))
+_json_option = click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), callback=_out_file
+)
 
 
 def _require_device(device: str) -> None:
@@ -80,7 +178,7 @@ def _shape(text: str, name: str = "--shape") -> tuple[int, int]:
     return h, w
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kspace-ldm")
 def main() -> None:
     """kspace-ldm: accelerated MRI reconstruction with latent diffusion in k-space.
@@ -140,7 +238,7 @@ def data() -> None:
 
 
 @data.command()
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path), callback=_out_dir)
 @click.option("--train", "n_train", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--val", "n_val", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--test", "n_test", type=click.IntRange(min=0), default=0, show_default=True)
@@ -190,6 +288,7 @@ def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed) -
     "--png",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
+    callback=_out_file,
     help="Also write a preview PNG (image and log k-space) of one slice.",
 )
 @click.option("--slice", "slice_idx", type=int, default=None, help="Slice of the preview.")
@@ -197,7 +296,10 @@ def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed) -
 def inspect(file, png, slice_idx) -> None:
     """Print the keys, shapes, attributes and header sizes of a fastMRI file."""
     from kspace_ldm.data.inspect import inspect_file, preview_png
+    from kspace_ldm.io import check_output_file
 
+    if png is not None:
+        check_output_file(png, [file], what="--png")
     click.echo(inspect_file(file))
     if png is not None:
         preview_png(file, png, slice_idx=slice_idx)
@@ -226,7 +328,13 @@ def convert(src, dst, to) -> None:
 # --------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    callback=_out_dir,
+)
 @click.option(
     "--sampler",
     type=click.Choice(["zero-filled", "cgs", "cgs-ref", "unet"]),
@@ -331,6 +439,20 @@ def convert(src, dst, to) -> None:
     show_default=True,
     help="Slices reconstructed together.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace files in OUT that are not reconstructions written by kldm (never an input).",
+)
+@click.option(
+    "--expect-sha256",
+    "expect_sha256",
+    default=None,
+    callback=_sha256_hex,
+    metavar="HEX",
+    help="sha256 of the model's manifest.json (export directory or bundle), pinned by you: "
+    "checked before anything of the model is loaded.",
+)
 @_handle_errors
 def recon(
     input_path,
@@ -351,6 +473,8 @@ def recon(
     out_formats,
     device,
     batch_size,
+    overwrite,
+    expect_sha256,
 ) -> None:
     """Reconstruct a fastMRI or ISMRMRD file (or folder) INPUT into fastMRI submission files in
     OUT (or --format ismrmrd / dicom / nifti / png).
@@ -364,11 +488,21 @@ def recon(
     if sampler != "zero-filled" and model_dir is None:
         raise click.UsageError(f"--sampler {sampler} needs --model RUN_DIR")
     _require_device(device)
+    accels = _floats(accel, "--accel")
+    fractions = _floats(center_fraction, "--center-fraction")
+    if len(accels) != len(fractions):
+        raise click.BadParameter(
+            f"{len(fractions)} value(s) for {len(accels)} acceleration(s): they are used in "
+            "pairs, e.g. --accel 4,8 --center-fraction 0.08,0.04",
+            param_hint="--center-fraction",
+        )
+    if expect_sha256 is not None and model_dir is None:
+        raise click.UsageError("--expect-sha256 needs --model")
     opts = ReconOptions(
         sampler=sampler,
         mask_type=mask_type,
-        accelerations=tuple(_floats(accel, "--accel")),
-        center_fractions=tuple(_floats(center_fraction, "--center-fraction")),
+        accelerations=tuple(accels),
+        center_fractions=tuple(fractions),
         seed=mask_seed,
         png=png,
         device=device,
@@ -381,6 +515,8 @@ def recon(
         samples=samples,
         backend=backend,
         formats=tuple(out_formats) or ("h5",),
+        overwrite=overwrite,
+        expect_sha256=expect_sha256,
     )
     reports = reconstruct(input_path, out_dir, opts)
     if not reports:
@@ -422,8 +558,12 @@ def recon(
     help="Only volumes of this acquisition.",
 )
 @_json_option
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), callback=_out_file
+)
+@click.option(
+    "--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), callback=_out_file
+)
 @click.option(
     "--lpips",
     "use_lpips",
@@ -436,7 +576,13 @@ def evaluate(
 ) -> None:
     """fastMRI-protocol NMSE / PSNR / SSIM per volume of the reconstructions in PRED."""
     from kspace_ldm.evaluate import evaluate_folders
+    from kspace_ldm.io import check_output_file
     from kspace_ldm.metrics import lpips_status
+
+    inputs = [*pred_dir.iterdir(), *target_dir.iterdir()]
+    for path, what in ((json_path, "--json"), (csv_path, "--csv"), (md_path, "--markdown")):
+        if path is not None:  # never a file being evaluated (symlinks included)
+            check_output_file(path, inputs, what=what)
 
     if use_lpips:
         ok, why = lpips_status()
@@ -481,6 +627,7 @@ def evaluate(
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
+    callback=_out_dir,
     help="Run directory for checkpoints, logs and panels.",
 )
 @click.option(
@@ -491,6 +638,15 @@ def evaluate(
     help="Continue the run in this directory from its latest checkpoint.",
 )
 @click.option(
+    "--resume-from",
+    "resume_step",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="STEP",
+    help="With --resume: continue from the kept checkpoint of this step instead of the latest "
+    "(e.g. when the latest is corrupt).",
+)
+@click.option(
     "--set",
     "overrides",
     multiple=True,
@@ -498,7 +654,7 @@ def evaluate(
     help="Override a config value, e.g. --set optim.lr=1e-4 (repeatable).",
 )
 @_handle_errors
-def train(stage, config_path, out_dir, resume_dir, overrides) -> None:
+def train(stage, config_path, out_dir, resume_dir, resume_step, overrides) -> None:
     """Train a model (under torchrun for several processes/GPUs)."""
     from kspace_ldm.training.trainer import run_from_cli
 
@@ -508,7 +664,11 @@ def train(stage, config_path, out_dir, resume_dir, overrides) -> None:
         raise click.UsageError("give --out RUN_DIR for a new run")
     if resume_dir is not None and out_dir is not None:
         raise click.UsageError("--out and --resume are exclusive (a resumed run stays in place)")
-    result = run_from_cli(config_path, out_dir, resume_dir, list(overrides), stage)
+    if resume_step is not None and resume_dir is None:
+        raise click.UsageError("--resume-from STEP needs --resume RUN_DIR")
+    result = run_from_cli(
+        config_path, out_dir, resume_dir, list(overrides), stage, resume_step=resume_step
+    )
     if result.last_val and "loss" in result.last_val:
         v = ", ".join(f"{k} {x:.5f}" for k, x in result.last_val.items())
         click.echo(f"step {result.step}: val {v} ({result.seconds:.0f} s) -> {result.run_dir}")
@@ -524,7 +684,13 @@ def train(stage, config_path, out_dir, resume_dir, overrides) -> None:
 
 @main.command("export")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    callback=_out_dir,
+)
 @_device_option
 @click.option(
     "--size",
@@ -587,7 +753,13 @@ def export_cmd(run_dir, out_dir, device, size, batch, dynamic_batch, tolerance, 
     type=click.Path(exists=True, path_type=Path),
     help="fastMRI-format folder (or file) of this partition.",
 )
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    callback=_out_dir,
+)
 @click.option(
     "--partition",
     type=click.Choice(["train", "val", "test"]),
@@ -615,9 +787,17 @@ def extract_latents(ckpt_dir, data_dir, out_dir, partition, device, batch_size) 
 @main.command("eval-ae")
 @click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("data_dir", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    callback=_out_dir,
+)
 @_device_option
-@click.option("--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), callback=_out_file
+)
 @_handle_errors
 def eval_ae(model_dir, data_dir, out_dir, device, md_path) -> None:
     """Encode/decode the fully sampled k-space of DATA_DIR with a trained first stage (MODEL_DIR:
@@ -688,7 +868,13 @@ def bench_sampler(export_dir, run_dir, sampler, steps, repeats, batch_size, json
 @bench.command("untrained-run")
 @click.option("--ae-config", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--ldm-config", required=True, type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    callback=_out_dir,
+)
 @click.option("--coils", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--size", default="320x320", show_default=True, help="k-space HxW.")
 @_handle_errors
@@ -752,6 +938,7 @@ def bench_train(configs, size, batch_size, steps, device, threads, overrides, js
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("demo_out"),
     show_default=True,
+    callback=_out_dir,
 )
 @click.option(
     "--accel",

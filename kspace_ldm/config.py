@@ -300,7 +300,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, str]
     except yaml.YAMLError as err:
         raise InputError(path, f"invalid YAML: {' '.join(str(err).split())}") from None
     if data is None:
-        data = {}
+        # An empty file would silently train the full-size default model for 1000 steps.
+        raise InputError(path, "empty config (no keys); give at least the stage and the data")
     if not isinstance(data, dict):
         raise InputError(path, "a config must be a YAML mapping")
     chain: list[tuple[dict, str]] = []

@@ -20,3 +20,8 @@ class InputError(KldmError):
         self.source = None if source is None else str(source)
         self.problem = problem
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
+
+
+class KldmWarning(UserWarning):
+    """Something suspicious about an input that is used anyway (the CLI prints one line
+    ``kldm: warning: <file>: <problem>``)."""

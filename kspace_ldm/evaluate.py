@@ -567,11 +567,18 @@ def evaluate_folders(
 
     planned, skipped, unmatched = _plan(pred_dir, target_dir, challenge, acquisition)
     items: Sequence[_Planned] = planned
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(planned, desc="evaluate", unit="vol", file=sys.stderr)
-    rows = [_evaluate_volume(item, lpips) for item in items]
+        items = bar = tqdm(planned, desc="evaluate", unit="vol", file=sys.stderr)
+    try:
+        rows = [_evaluate_volume(item, lpips) for item in items]
+    finally:
+        if bar is not None:
+            # closed (ending its line) before an error propagates: the CLI's one-line error
+            # then starts a line of its own instead of trailing the progress bar
+            bar.close()
     return EvaluationResult(
         rows=rows,
         pred_dir=str(pred_dir),

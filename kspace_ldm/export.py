@@ -481,27 +481,57 @@ def _export_sampler(sampler, out, size, batch, dynamic_batch, source_run, log, r
     return ExportReport(out, manifest, time.perf_counter() - t_start)
 
 
-def load_manifest(export_dir: str | Path, verify: bool = True) -> dict:
+def load_manifest(
+    export_dir: str | Path, verify: bool = True, expect_sha256: str | None = None
+) -> dict:
     """Read ``export_dir/manifest.json``; with ``verify`` check the format, the torch version and
-    every package's sha256 (``InputError`` naming the file and the problem otherwise)."""
+    every package's sha256 (``InputError`` naming the file and the problem otherwise).
+
+    ``expect_sha256``: the sha256 of ``manifest.json`` itself, pinned by the caller
+    (``--expect-sha256``); checked on the bytes that are parsed, before anything else is read.
+    """
+    import hashlib
+
     d = Path(export_dir)
     path = d / MANIFEST
     if not path.is_file():
         raise InputError(d, f"not an export directory (no {MANIFEST}); make one with kldm export")
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise InputError(path, f"cannot read the manifest ({err.strerror})") from None
+    if expect_sha256 is not None:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != expect_sha256.strip().lower():
+            raise InputError(
+                path,
+                f"sha256 {digest} differs from the pinned --expect-sha256 "
+                f"{expect_sha256.strip()}; refusing to load the packages",
+            )
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError
         raise InputError(path, f"invalid JSON ({err})") from None
-    if manifest.get("format") != EXPORT_FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != EXPORT_FORMAT
+        or manifest.get("format_version") != FORMAT_VERSION
+    ):
         raise InputError(path, f"not a {EXPORT_FORMAT} v{FORMAT_VERSION} manifest")
+    packages = manifest.get("packages")
+    if not isinstance(packages, dict) or not all(
+        isinstance(e, dict) and isinstance(e.get("file"), str) and isinstance(e.get("sha256"), str)
+        for e in packages.values()
+    ):
+        raise InputError(path, "manifest has no valid 'packages' mapping {name: {file, sha256}}")
     if not verify:
         return manifest
     here = torch.__version__.split("+")[0]
-    if manifest["torch_version"] != here:
+    if manifest.get("torch_version") != here:
         raise InputError(
             path,
-            f"packages were made by torch {manifest['torch_version']} but this is torch {here}; "
-            "re-export with this torch",
+            f"packages were made by torch {manifest.get('torch_version')} but this is torch "
+            f"{here}; re-export with this torch",
         )
     for name in PACKAGES:
         entry = manifest["packages"].get(name)
@@ -510,6 +540,8 @@ def load_manifest(export_dir: str | Path, verify: bool = True) -> dict:
         if entry is None:
             raise InputError(path, f"package {name!r} missing from the manifest")
         f = d / entry["file"]
+        if Path(entry["file"]).is_absolute() or ".." in Path(entry["file"]).parts:
+            raise InputError(path, f"package file {entry['file']!r} lies outside the export")
         if not f.is_file():
             raise InputError(f, "package file missing")
         if sha256_file(f) != entry["sha256"]:

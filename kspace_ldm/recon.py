@@ -15,6 +15,7 @@ images in ``out/ismrmrd/``, a ``dicom`` series per volume in ``out/dicom/<stem>/
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import zlib
@@ -26,9 +27,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kspace_ldm.data.fastmri import FastMRIFile, list_h5_files, write_reconstruction
+from kspace_ldm.data.fastmri import (
+    FastMRIFile,
+    is_kldm_reconstruction,
+    list_h5_files,
+    write_reconstruction,
+)
 from kspace_ldm.data.masks import MaskResult, apply_mask, create_mask, seed_from_filename
 from kspace_ldm.errors import InputError
+from kspace_ldm.io import check_output_dir
 from kspace_ldm.physics.transforms import kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
@@ -70,6 +77,10 @@ class ReconOptions:
         batch_size: slices processed together (memory: one batch of k-space at a time).
         formats: outputs to write, from :data:`kspace_ldm.data.image_io.FORMATS` (``h5`` the
             fastMRI submission file, ``ismrmrd``, ``dicom``, ``nifti``, ``png``).
+        overwrite: allow replacing existing files in the output folder that are not
+            reconstructions written by kldm (never an input file).
+        expect_sha256: the sha256 of the model's ``manifest.json`` (export directory, or the
+            bundle's), pinned by the caller: checked before anything of the model is loaded.
     """
 
     sampler: str = "zero-filled"
@@ -89,6 +100,8 @@ class ReconOptions:
     samples: int = 1
     backend: str = "python"
     formats: Sequence[str] = ("h5",)
+    overwrite: bool = False
+    expect_sha256: str | None = None
 
 
 @dataclass
@@ -215,9 +228,15 @@ def volume_mask(f: FastMRIFile, options: ReconOptions) -> tuple[np.ndarray, Mask
     """
     if f.has_mask:
         return f.mask, None
-    func = create_mask(options.mask_type, options.center_fractions, options.accelerations)
     seed = seed_from_filename(f.path.name) if options.seed is None else options.seed
-    result = func(f.kspace_shape, seed=seed)
+    try:
+        func = create_mask(options.mask_type, options.center_fractions, options.accelerations)
+        # (H, W) only: a 3-D shape of width 2 would read as fastMRI's real view (..., H, W, 2)
+        result = func(f.kspace_shape[-2:], seed=seed)
+    except InputError as err:
+        if err.source is None:  # name the file whose k-space the mask does not fit
+            raise InputError(f.path, err.problem) from None
+        raise
     return result.mask, result
 
 
@@ -261,10 +280,15 @@ def load_sampler(options: ReconOptions):
     if options.backend == "cpp":
         from kspace_ldm.sampling.cpp import CppSampler
 
-        return CppSampler(options.model, options.device)
+        return CppSampler(options.model, options.device, expect_sha256=options.expect_sha256)
     if options.backend != "python":
         raise InputError("--backend", f"unknown backend {options.backend!r} (python, cpp)")
     from kspace_ldm.sampling.cgs import KspaceLDMSampler
+
+    if options.expect_sha256 is not None:
+        from kspace_ldm.pretrained import check_pinned_manifest
+
+        check_pinned_manifest(options.model, options.expect_sha256)
 
     return KspaceLDMSampler.from_run(options.model, options.device)
 
@@ -391,7 +415,11 @@ def reconstruct(
     """Reconstruct a fastMRI file or every ``*.h5`` in a folder (this rank's share under
     ``torchrun``); returns one report per file."""
     check_backend(options.backend)
-    files = shard_for_rank(list_h5_files(input_path))
+    if options.expect_sha256 is not None and options.sampler == "zero-filled":
+        raise InputError("--expect-sha256", "needs --model (zero-filled loads no model)")
+    all_files = list_h5_files(input_path)
+    check_outputs(input_path, all_files, out_dir, options.overwrite, options.formats)
+    files = shard_for_rank(all_files)
     if options.device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # one GPU per rank, as torchrun's LOCAL_RANK names it
         options = replace(options, device=f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
@@ -401,6 +429,80 @@ def reconstruct(
         )
     sampler = load_sampler(options)
     reports = []
-    for p in tqdm(files, desc=f"recon {options.sampler}", unit="vol", disable=not progress):
-        reports.append(reconstruct_file(p, out_dir, options, sampler))
+    with output_lock(out_dir):
+        for p in tqdm(files, desc=f"recon {options.sampler}", unit="vol", disable=not progress):
+            reports.append(reconstruct_file(p, out_dir, options, sampler))
     return reports
+
+
+def check_outputs(
+    input_path: str | Path,
+    files: list[Path],
+    out_dir: str | Path,
+    overwrite: bool,
+    formats: Sequence[str] = ("h5",),
+) -> None:
+    """Refuse, before any work, an output folder whose files would replace data.
+
+    Refused: ``out_dir`` is (or resolves to) the input folder or the folder of an input file
+    (the outputs take the inputs' names); an output path that is an input file (symlinks
+    included); an existing file of an output's name that is not a reconstruction written by
+    kldm, unless ``overwrite``. An existing reconstruction is replaced (re-running is safe).
+    """
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    folders = {input_path if input_path.is_dir() else input_path.parent}
+    folders |= {f.parent for f in files}
+    check_output_dir(out_dir, sorted(folders))
+    # the viewer-side formats write into OUT/<format>/: never an input folder either
+    for fmt in dict.fromkeys(formats):
+        if fmt != "h5":
+            check_output_dir(out_dir / fmt, sorted(folders))
+    sources = {f.resolve() for f in files}
+    for f in files:
+        target = out_dir / f.name
+        if target.resolve() in sources:
+            raise InputError(target, "is an input file; refusing to overwrite it")
+        if (target.exists() or target.is_symlink()) and not overwrite:
+            if target.is_dir():
+                raise InputError(
+                    target, "is a directory, where the reconstruction would be written"
+                )
+            if not is_kldm_reconstruction(target):
+                raise InputError(
+                    target,
+                    "exists and is not a reconstruction written by kldm; refusing to overwrite "
+                    "it (give --overwrite to replace it)",
+                )
+
+
+#: The advisory lock file of an output folder (one per rank under torchrun).
+LOCK_NAME = ".kldm-recon.lock"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str | Path):
+    """Hold an exclusive advisory lock (``fcntl.flock``) on ``out_dir/.kldm-recon.lock`` while
+    writing; a second ``kldm recon`` into the same folder fails at once with a one-line error
+    instead of racing the first (each file would stay complete, but the last writer would win
+    silently). Under torchrun each rank locks its own file (``.kldm-recon.rank<R>.lock``): the
+    ranks of one run share the folder, two runs of the same ranks clash."""
+    import fcntl
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    name = LOCK_NAME if world <= 1 else f".kldm-recon.rank{os.environ.get('RANK', '0')}.lock"
+    path = out_dir / name
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                out_dir,
+                f"another kldm recon is writing into this folder (lock {name} is held); "
+                "wait for it to finish or choose another --out",
+            ) from None
+        try:
+            yield path
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

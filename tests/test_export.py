@@ -453,3 +453,30 @@ def test_bench_sampler_cli_records_both_backends(tmp_path):
     assert 0 < r["network_s_per_slice"] and 0 <= r["overhead_fraction"] < 1
     assert "cuda_graphs" not in r  # CPU: no graph columns
     assert "| cpp |" in out and "| python |" in out
+
+
+def test_expect_sha256_pins_the_export_manifest(single, tmp_path):
+    """``--expect-sha256`` (kldm recon --backend cpp, kldm-recon, kldm::Sampler): the pinned hash
+    of manifest.json loads the export; any other hash is refused before anything is loaded."""
+    from cli_runner import run
+
+    from kspace_ldm.sampling.cpp import CppSampler
+
+    good = hashlib.sha256((single[1] / "manifest.json").read_bytes()).hexdigest()
+    bad = "0" * 64
+    assert CppSampler(single[1], "cpu", expect_sha256=good).info["height"] == H
+    src = _test_file(tmp_path, 1)
+    common = ["recon", src.parent, "--model", single[1], "--backend", "cpp"]
+    run(*common, "--out", tmp_path / "ok", "--expect-sha256", good)
+    assert (tmp_path / "ok" / "vol.h5").is_file()
+    res = run(*common, "--out", tmp_path / "no", "--expect-sha256", bad, ok=False)
+    assert res.exit_code == 2 and "differs from the pinned --expect-sha256" in res.output
+    assert not (tmp_path / "no" / "vol.h5").exists()
+    tool = _tool()
+    args = [tool, str(src), str(tmp_path / "exe.h5"), "--model", str(single[1])]
+    proc = subprocess.run([*args, "--expect-sha256", good], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([*args[:2], str(tmp_path / "exe2.h5"), *args[3:], "--expect-sha256",
+                           bad], capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "differs from the pinned" in proc.stderr
+    assert not (tmp_path / "exe2.h5").exists()

@@ -35,11 +35,12 @@ PYBIND11_MODULE(_C, m) {
   py::register_exception<kldm::Error>(m, "SamplerError", PyExc_RuntimeError);
 
   py::class_<kldm::Sampler>(m, "Sampler", "kldm::Sampler: cgs / cgs-ref on an export directory.")
-      .def(py::init([](const std::string& dir, const std::string& device) {
+      .def(py::init([](const std::string& dir, const std::string& device,
+                       const std::string& expect_sha256) {
              py::gil_scoped_release release;
-             return std::make_unique<kldm::Sampler>(dir, c10::Device(device));
+             return std::make_unique<kldm::Sampler>(dir, c10::Device(device), expect_sha256);
            }),
-           py::arg("export_dir"), py::arg("device") = "cpu")
+           py::arg("export_dir"), py::arg("device") = "cpu", py::arg("expect_sha256") = "")
       .def(
           "reconstruct",
           [](const kldm::Sampler& s, const at::Tensor& kspace, const at::Tensor& mask,

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // kldm::Sampler: reading an export directory's manifest.json and loading its packages, each
 // checked against its sha256 first (see sampler_impl.h for the other parts).
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -21,18 +22,28 @@ std::string torch_version_base(std::string v) {
 
 }  // namespace
 
-void Sampler::Impl::load(const std::string& dir) {
+void Sampler::Impl::load(const std::string& dir, const std::string& expect_sha256) {
   fs::path root(dir);
   fs::path mpath = root / "manifest.json";
   if (!fs::is_directory(root)) throw Error(dir + ": export directory does not exist");
   if (!fs::is_regular_file(mpath))
     throw Error(dir + ": not an export directory (no manifest.json); make one with kldm export");
-  std::ifstream in(mpath);
+  std::ifstream in(mpath, std::ios::binary);
   std::stringstream ss;
   ss << in.rdbuf();
+  const std::string bytes = ss.str();
+  if (!expect_sha256.empty()) {
+    // Checked on the very bytes parsed below, before any package is opened.
+    std::string want = expect_sha256;
+    for (auto& c : want) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string got = sha256_bytes(bytes);
+    if (got != want)
+      throw Error(mpath.string() + ": sha256 " + got + " differs from the pinned " +
+                  "--expect-sha256 " + expect_sha256 + "; refusing to load the packages");
+  }
   json::Value m;
   try {
-    m = json::parse(ss.str());
+    m = json::parse(bytes);
   } catch (const std::exception& e) {
     throw Error(mpath.string() + ": " + e.what());
   }

@@ -110,9 +110,11 @@ at::Tensor Sampler::Impl::residual_grad(const at::Tensor& u, const at::Tensor& y
   return vjp(u, norm.denormalize_vjp(x, stats, g));
 }
 
-Sampler::Sampler(const std::string& export_dir, c10::Device device) : impl_(new Impl) {
+Sampler::Sampler(const std::string& export_dir, c10::Device device,
+                 const std::string& expect_manifest_sha256)
+    : impl_(new Impl) {
   impl_->device = device;
-  impl_->load(export_dir);
+  impl_->load(export_dir, expect_manifest_sha256);
 }
 Sampler::~Sampler() = default;
 Sampler::Sampler(Sampler&&) noexcept = default;

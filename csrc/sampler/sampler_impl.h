@@ -80,7 +80,7 @@ struct Sampler::Impl {
   bool profiling = false;
   mutable std::string graph_error;  // why capture failed (then every call runs eagerly)
 
-  void load(const std::string& dir);
+  void load(const std::string& dir, const std::string& expect_sha256);
 
   void parse_manifest(const json::Value& doc, const fs::path& root);
 

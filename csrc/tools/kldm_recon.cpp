@@ -3,7 +3,7 @@
 //
 //   kldm-recon INPUT.h5 OUTPUT.h5 --model EXPORT_DIR [--sampler cgs|cgs-ref] [--steps N] [--t0 T]
 //              [--guidance G] [--eta E] [--samples N] [--seed S] [--batch-size B] [--device
-//              cpu|cuda]
+//              cpu|cuda] [--expect-sha256 HEX]
 //
 // INPUT is a fastMRI test-format file: `kspace` ([S, H, W] single-coil or [S, C, H, W] multi-coil,
 // complex64 stored as the {r, i} compound h5py writes), `mask` ([W], the measured columns; k-space
@@ -439,7 +439,7 @@ void write_reconstruction(const std::string& path, const at::Tensor& recon,
 
 int run(int argc, char** argv) {
   std::vector<std::string> pos;
-  std::string model, device = "cpu", format = "h5";
+  std::string model, device = "cpu", format = "h5", expect_sha256;
   kldm::SamplerOptions opt;
   uint64_t seed = 0;
   int64_t batch = 8;
@@ -453,14 +453,17 @@ int run(int argc, char** argv) {
       if (a == "-h" || a == "--help") {
         std::cout << "usage: kldm-recon INPUT.h5 OUTPUT.h5 --model EXPORT_DIR [--sampler "
                      "cgs|cgs-ref] [--steps N] [--t0 T] [--guidance G] [--eta E] [--samples N] "
-                     "[--seed S] [--batch-size B] [--device cpu|cuda] [--format h5|ismrmrd]\n"
+                     "[--seed S] [--batch-size B] [--device cpu|cuda] [--format h5|ismrmrd] "
+                     "[--expect-sha256 HEX]\n"
                      "INPUT: a fastMRI test-format file or an ISMRMRD raw dataset ("
 #ifdef KLDM_WITH_ISMRMRD
                      "ISMRMRD support built"
 #else
                      "ISMRMRD support NOT built: no libismrmrd at build time"
 #endif
-                     ")\n";
+                     ")\n"
+                     "  --expect-sha256: sha256 of EXPORT_DIR/manifest.json, checked before "
+                     "anything of the model is loaded\n";
         return 0;
       } else if (a == "--format")
         format = value();
@@ -484,6 +487,8 @@ int run(int argc, char** argv) {
         batch = std::stoll(value());
       else if (a == "--device")
         device = value();
+      else if (a == "--expect-sha256")
+        expect_sha256 = value();
       else if (!a.empty() && a[0] == '-')
         throw UsageError("unknown option " + a);
       else
@@ -514,7 +519,7 @@ int run(int argc, char** argv) {
 #else
   Volume v = read_volume(pos[0]);
 #endif
-  kldm::Sampler sampler(model, dev);
+  kldm::Sampler sampler(model, dev, expect_sha256);
   const int64_t S = v.kspace.size(0), H = v.kspace.size(-2), W = v.kspace.size(-1);
   const std::string name = fs::path(pos[0]).filename().string();
   auto recon = at::empty({S, v.rx, v.ry}, at::kFloat);

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ import h5py
 import numpy as np
 import torch
 
-from kspace_ldm.errors import InputError
+from kspace_ldm.errors import InputError, KldmWarning
 from kspace_ldm.io import atomic_path
 
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
@@ -204,7 +205,12 @@ def list_h5_files(path_or_dir: str | Path) -> list[Path]:
         return [path]
     if not path.exists():
         raise InputError(path, "no such file or directory")
-    files = sorted(p for p in path.glob("*.h5") if p.is_file())
+    candidates = sorted(path.glob("*.h5"))
+    for p in candidates:
+        if p.is_symlink() and not p.exists():
+            # never skipped silently: the volume the user meant to include is missing
+            raise InputError(p, f"dangling symlink (its target {os.readlink(p)} does not exist)")
+    files = [p for p in candidates if p.is_file()]
     if not files:
         raise InputError(path, "no *.h5 files found in folder")
     return files
@@ -348,6 +354,18 @@ class FastMRIFile:
                 xml.decode("utf-8", errors="replace") if isinstance(xml, bytes) else xml
             )
             self._header = parse_ismrmrd_header(xml, self.path)
+            enc = self._header.encoding_size[:2]
+            if enc != shape[-2:]:
+                # Warned, not refused: the k-space array is what is reconstructed, and converters
+                # disagree on the header; but the acquired-column window (padding) comes from the
+                # header's encoded y, so a mismatch may mean a wrong window.
+                warnings.warn(
+                    f"{self.path}: k-space is {shape[-2]}x{shape[-1]} but the header's encoded "
+                    f"size is {enc[0]}x{enc[1]}; using the k-space shape (the acquired-column "
+                    "window from the header may be wrong)",
+                    KldmWarning,
+                    stacklevel=2,
+                )
         else:
             self._header_xml = None
             height = shape[-2]
@@ -517,6 +535,19 @@ class FastMRIFile:
 
     def __repr__(self) -> str:
         return f"FastMRIFile({str(self.path)!r}, kspace={list(self._kspace_shape)})"
+
+
+def is_kldm_reconstruction(path: str | Path) -> bool:
+    """Whether ``path`` is a reconstruction written by kldm (``kldm recon`` or ``kldm-recon``):
+    an HDF5 file with a ``reconstruction`` dataset, the ``written_by`` (or, from kldm-recon,
+    ``sampler``) attribute, and no ``kspace``. Only such files are replaced by ``kldm recon``
+    without ``--overwrite``."""
+    try:
+        with h5py.File(path, "r") as f:
+            ours = "written_by" in f.attrs or "sampler" in f.attrs  # sampler: kldm-recon
+            return "reconstruction" in f and "kspace" not in f and ours
+    except (OSError, ValueError):
+        return False
 
 
 def read_reconstruction(path: str | Path) -> np.ndarray:
@@ -690,7 +721,8 @@ def write_reconstruction(
         raise InputError(path, "refusing to write reconstruction containing NaN/Inf")
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("reconstruction", data=arr, track_times=False)
-        _write_attrs(f, attrs or {}, path)
+        # marks the file as kldm's own output: kldm recon replaces it without --overwrite
+        _write_attrs(f, {"written_by": "kspace-ldm", **(attrs or {})}, path)
     return path
 
 

@@ -234,8 +234,9 @@ class MaskFunc(abc.ABC):
         if len(cfs) != len(accs) and not allow_any_combination:
             raise InputError(
                 None,
-                f"{len(cfs)} center fraction(s) but {len(accs)} acceleration(s): the lists must "
-                "have equal length unless allow_any_combination=True",
+                f"{len(cfs)} center fraction(s) but {len(accs)} acceleration(s): they are used "
+                "in pairs, so give one center fraction per acceleration (e.g. accelerations "
+                "4,8 with center fractions 0.08,0.04)",
             )
         _check_seed(seed)
         self.center_fractions: tuple[float | int, ...] = tuple(cfs)
@@ -313,6 +314,12 @@ class ColumnMaskFunc(MaskFunc):
         mask = outer.astype(bool, copy=True)
         start = (num_cols - num_low + 1) // 2
         mask[start : start + num_low] = True
+        if not mask.any():
+            raise InputError(
+                None,
+                f"k-space width {num_cols} is too narrow for center fraction {cf} and "
+                f"acceleration {acc}: the mask acquires no column",
+            )
         return MaskResult(
             mask=mask,
             num_low_frequencies=num_low,
@@ -344,6 +351,14 @@ class ColumnMaskFunc(MaskFunc):
     def _num_low_frequencies(self, num_cols: int, cf: float, acc: float) -> int:
         # Python's round (half to even), as fastMRI uses; the product is the same float there.
         num_low = round(num_cols * cf)
+        if num_low == 0:
+            # fastMRI would acquire no centre column at all (not even DC); on narrow k-space
+            # (width 1..6 at fraction 0.08) that used to end in a ZeroDivisionError.
+            raise InputError(
+                None,
+                f"k-space width {num_cols} is too narrow: center fraction {cf} keeps no centre "
+                f"column (round({num_cols} x {cf}) = 0)",
+            )
         if num_low >= num_cols:
             raise InputError(
                 None,

@@ -45,6 +45,8 @@ HDF5 settings, the same arguments give byte-identical files.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,6 +366,80 @@ def _check_args(
         raise InputError("synth", f"noise_level must be finite and >= 0, got {noise_level}")
 
 
+#: Peak memory of :func:`synth_volume` per byte of the volume's complex64 k-space: the image,
+#: coil images and FFT work arrays live at the same time (a stated upper bound, not measured
+#: to the byte; the point is to refuse sizes that cannot fit at all, before any work).
+_MEMORY_PER_KSPACE_BYTE = 4
+
+
+def estimate_bytes(
+    coils: int, shape: tuple[int, int], recon_size: int, slices: int, volumes: int = 1
+) -> tuple[int, int]:
+    """``(peak memory of one volume, bytes on disk of all volumes)``, estimated.
+
+    The k-space is ``slices x coils x H x W`` complex64 (8 bytes); each file also holds the
+    float32 targets ``slices x R x R`` (two for multi-coil files).
+    """
+    h, w = int(shape[0]), int(shape[1])
+    kspace = int(slices) * int(coils) * h * w * 8
+    targets = int(slices) * int(recon_size) ** 2 * 4 * (2 if int(coils) > 1 else 1)
+    return _MEMORY_PER_KSPACE_BYTE * kspace, int(volumes) * (kspace + targets)
+
+
+def _available_memory() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _free_disk(path: Path) -> int | None:
+    for p in (path, *path.parents):
+        if p.exists():
+            try:
+                return shutil.disk_usage(p).free
+            except OSError:
+                return None
+    return None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def check_size(
+    out_dir: str | Path,
+    coils: int,
+    shape: tuple[int, int],
+    recon_size: int,
+    slices: int,
+    volumes: int,
+) -> None:
+    """Refuse, before any work, a dataset whose volume cannot fit in memory or whose files
+    cannot fit on the disk, with the estimated sizes (:func:`estimate_bytes`)."""
+    memory, disk = estimate_bytes(coils, shape, recon_size, slices, volumes)
+    what = f"{slices} slices x {coils} coils x {shape[0]}x{shape[1]} k-space"
+    available = _available_memory()
+    if available is not None and memory > available:
+        raise InputError(
+            "synth",
+            f"one volume ({what}) needs about {_gb(memory)} of memory, {_gb(available)} is "
+            "available; use fewer --slices/--coils or a smaller --shape",
+        )
+    free = _free_disk(Path(out_dir))
+    if free is not None and disk > free:
+        raise InputError(
+            out_dir,
+            f"{volumes} volume(s) of {what} need about {_gb(disk)} on disk, {_gb(free)} is free",
+        )
+
+
 def _file_numbers(seed: int, count: int) -> list[int]:
     """``count`` distinct fastMRI-like 7-digit file numbers, deterministic from ``seed``."""
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), 0xF11E])))
@@ -411,6 +487,7 @@ def synth_dataset(
         raise InputError("synth", f"volume counts must be >= 0, got {counts}")
     shape = (int(shape[0]), int(shape[1]))
     _check_args(coils, shape, recon_size, slices, noise_level)
+    check_size(out_dir, coils, shape, recon_size, slices, sum(counts.values()))
     prefix = "singlecoil" if coils == 1 else "multicoil"
     numbers = iter(_file_numbers(seed, sum(counts.values())))
     out = Path(out_dir)

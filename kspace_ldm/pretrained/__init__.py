@@ -63,6 +63,14 @@ def load_manifest(root: str | Path) -> dict:
         raise InputError(path, f"cannot read the bundle manifest ({err})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         raise InputError(path, f"not a kspace-ldm bundle manifest (format != {BUNDLE_FORMAT!r})")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise InputError(
+            path, "bundle manifest has no 'files' mapping {file: {sha256, bytes}} to verify"
+        )
+    for rel, entry in files.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise InputError(path, f"bundle manifest entry {rel!r} has no sha256")
     return manifest
 
 
@@ -76,6 +84,8 @@ def verify_bundle(root: str | Path) -> dict:
     manifest = load_manifest(root)
     for rel, entry in manifest["files"].items():
         path = root / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise InputError(root / MANIFEST, f"bundle file {rel!r} lies outside the bundle")
         if not path.is_file():
             raise InputError(path, "missing from the bundled model; reinstall kspace-ldm")
         digest = sha256_file(path)
@@ -92,16 +102,47 @@ def verify_bundle(root: str | Path) -> dict:
 def verify_if_bundled(model_dir: str | Path) -> dict | None:
     """Verify the bundle that ``model_dir`` belongs to (the folder itself or its parent holds a
     bundle manifest); None when it is not part of a bundle (an ordinary training run)."""
+    root = bundle_root(model_dir)
+    return None if root is None else verify_bundle(root)
+
+
+def bundle_root(model_dir: str | Path) -> Path | None:
+    """The folder holding the bundle manifest of ``model_dir`` (itself or its parent), or None.
+
+    A ``manifest.json`` that is present is never a reason to skip verification: if it is
+    unreadable, malformed or of another format, :func:`verify_bundle` refuses it (one line)
+    instead of treating the folder as an ordinary run whose weights need no check.
+    """
     model_dir = Path(model_dir)
     for root in (model_dir, model_dir.parent):
-        if (root / MANIFEST).is_file():
-            try:
-                fmt = json.loads((root / MANIFEST).read_text()).get("format")
-            except (OSError, ValueError, AttributeError):
-                fmt = None
-            if fmt == BUNDLE_FORMAT:
-                return verify_bundle(root)
+        if (root / MANIFEST).exists():
+            return root
     return None
+
+
+def check_pinned_manifest(model_dir: str | Path, expected: str) -> Path:
+    """Check ``expected`` (lower-case hex sha256, pinned by the caller, e.g.
+    ``--expect-sha256``) against the bytes of the bundle manifest of ``model_dir`` before
+    anything is loaded; returns the manifest's path. The manifest's own sha256 entries then
+    cover every file of the bundle."""
+    import hashlib
+
+    root = bundle_root(model_dir)
+    if root is None:
+        raise InputError(
+            model_dir,
+            f"--expect-sha256 given but there is no {MANIFEST} here or in the parent folder "
+            "(an ordinary training run has none: bundle it, or export it for --backend cpp)",
+        )
+    path = root / MANIFEST
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != expected.strip().lower():
+        raise InputError(
+            path,
+            f"sha256 {digest} differs from the pinned --expect-sha256 {expected.strip()}; "
+            "refusing to load the model",
+        )
+    return path
 
 
 def demo_model() -> tuple[Path, dict]:

@@ -25,15 +25,19 @@ class CppSampler:
     Args:
         export_dir: made by ``kldm export`` (manifest, sha256-verified packages).
         device: ``cpu`` or ``cuda`` (the device the packages were exported for).
+        expect_sha256: sha256 of ``manifest.json`` pinned by the caller (checked by
+            ``kldm::Sampler`` before anything is loaded); None: not pinned.
     """
 
-    def __init__(self, export_dir: str | Path, device: str = "cpu"):
+    def __init__(
+        self, export_dir: str | Path, device: str = "cpu", expect_sha256: str | None = None
+    ):
         import kspace_ldm.ops  # noqa: F401  (loads libkldm and the _C module)
         from kspace_ldm import _C
 
         self.export_dir = Path(export_dir)
         try:
-            self._sampler = _C.Sampler(str(self.export_dir), device)
+            self._sampler = _C.Sampler(str(self.export_dir), device, expect_sha256 or "")
         except _C.SamplerError as err:
             raise InputError(None, str(err)) from None
         self.info = dict(self._sampler.info)

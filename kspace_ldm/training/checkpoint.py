@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from ..errors import InputError
 from ..io import atomic_path, atomic_write_text
 
 # The reading side lives in kspace_ldm.models.loading (inference must not import training); these
@@ -48,7 +49,9 @@ from ..models.loading import (
 
 __all__ = [
     "Checkpoint",
+    "checkpoint_of_step",
     "latest_checkpoint",
+    "list_checkpoints",
     "load_checkpoint",
     "load_model_weights",
     "save_best",
@@ -103,6 +106,9 @@ def save_checkpoint(
             os.replace(final, old)
             shutil.rmtree(old, ignore_errors=True)
         os.replace(tmp, final)
+    except InputError as err:  # e.g. a full disk: name the checkpoint, not its temporary name
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(final, err.problem) from err
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -116,6 +122,24 @@ def _prune(ckpt_root: Path, keep: int, protect: str) -> None:
     for p in dirs[:-keep] if keep > 0 else []:
         if p.name != protect:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The complete checkpoint directories of a run (``state.json`` present), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    return sorted(p for p in root.glob("step_*") if (p / STATE_FILE).is_file())
+
+
+def checkpoint_of_step(run_dir: str | Path, step: int) -> Path:
+    """The kept checkpoint of ``step`` (``--resume-from``); one-line error listing the kept
+    steps otherwise."""
+    path = Path(run_dir) / "checkpoints" / f"step_{step:08d}"
+    if not (path / STATE_FILE).is_file():
+        kept = [int(p.name.split("_")[1]) for p in list_checkpoints(run_dir)]
+        raise InputError(
+            path, f"no complete checkpoint of step {step} (kept steps: {kept or 'none'})"
+        )
+    return path
 
 
 def save_best(

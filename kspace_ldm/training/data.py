@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -157,6 +158,28 @@ def _recon_size(sample: SliceSample) -> tuple[int, int]:
     if rs is not None:
         return int(rs[0]), int(rs[1])
     return tuple(sample.kspace.shape[-2:])
+
+
+def check_same_coils(*datasets: FirstStageDataset | None) -> int:
+    """The coil count shared by every volume of ``datasets`` (train, then val); a one-line
+    :class:`InputError` naming the first volume that differs otherwise. Read from the index
+    (shapes only), so it runs before the run directory is created."""
+    first: tuple[Path, int] | None = None
+    for ds in datasets:
+        if ds is None:
+            continue
+        for info in ds.slices._infos:
+            shape = info.kspace_shape
+            coils = int(shape[1]) if len(shape) == 4 else 1
+            if first is None:
+                first = (info.path, coils)
+            elif coils != first[1]:
+                raise InputError(
+                    info.path,
+                    f"{coils} coil(s), but {first[0]} has {first[1]}: every training and "
+                    "validation volume needs the same coil count",
+                )
+    return 1 if first is None else first[1]
 
 
 def collate(items: list[KspaceItem]) -> dict:

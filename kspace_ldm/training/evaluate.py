@@ -40,10 +40,13 @@ def evaluate_first_stage(
     """
     from ..evaluate import evaluate_folders
     from ..physics.transforms import kspace_to_image
+    from ..recon import check_outputs
 
-    model, normalizer, _ = load_first_stage(model_dir, device)
     out_dir = Path(out_dir)
-    for path in list_h5_files(data):
+    files = list_h5_files(data)
+    check_outputs(data, files, out_dir, overwrite=False)  # never over the inputs
+    model, normalizer, _ = load_first_stage(model_dir, device)
+    for path in files:
         with FastMRIFile(path) as f:
             kspace = torch.from_numpy(f.read_volume_kspace())
             target = f.read_volume_target()

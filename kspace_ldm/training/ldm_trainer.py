@@ -132,7 +132,10 @@ def _scale_factor(cfg: TrainConfig, stats: dict) -> float:
 
 
 def train_ldm(
-    cfg: TrainConfig, out: str | Path | None = None, resume: str | Path | None = None
+    cfg: TrainConfig,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    resume_step: int | None = None,
 ) -> TrainResult:
     """Train the latent denoiser; see the module docstring. Call once per process."""
     t_start = time.perf_counter()
@@ -167,7 +170,9 @@ def train_ldm(
     sched = _lr_scheduler(opt, cfg)
 
     start_step, best, best_step = 0, math.inf, -1
-    loaded = _load_latest(run_dir, unet, opt, sched) if resume is not None else None
+    loaded = (
+        _load_latest(run_dir, unet, opt, sched, cfg, resume_step) if resume is not None else None
+    )
     if loaded is not None:
         latest, c = loaded
         if ema is not None:

@@ -53,7 +53,7 @@ from ..models import FirstStageLoss, FirstStageModel, build_model, build_normali
 from ..models.kspace_norm import KspaceNormalizer
 from ..viz import panel, save_png
 from . import checkpoint as ckpt
-from .data import FirstStageDataset, StepBatchSampler, collate
+from .data import FirstStageDataset, StepBatchSampler, check_same_coils, collate
 
 __all__ = ["LRSchedule", "TrainResult", "evaluate_model", "train"]
 
@@ -294,19 +294,105 @@ def _start_run(
 
 
 def _load_latest(
-    run_dir: Path, model: nn.Module, opt: torch.optim.Optimizer, sched
+    run_dir: Path,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched,
+    cfg: TrainConfig | None = None,
+    step: int | None = None,
 ) -> tuple[Path, ckpt.Checkpoint] | None:
-    """Restore the weights, optimiser and LR-scheduler position of the run's latest checkpoint;
-    returns ``(its path, the checkpoint)`` for the caller's own state, or ``None`` if there is
-    none yet."""
-    latest = ckpt.latest_checkpoint(run_dir)
+    """Restore the weights, optimiser and LR-scheduler position of the run's latest checkpoint
+    (or of the kept checkpoint of ``step``, ``--resume-from``); returns ``(its path, the
+    checkpoint)`` for the caller's own state, or ``None`` if there is none yet.
+
+    A corrupt checkpoint names the intact earlier ones; weights whose shapes do not fit the
+    model (a ``--set`` that changed the architecture) name the changed config keys.
+    """
+    latest = ckpt.checkpoint_of_step(run_dir, step) if step is not None else None
+    if latest is None:
+        try:
+            latest = ckpt.latest_checkpoint(run_dir)
+        except InputError as err:
+            raise _with_intact_hint(err, run_dir, None) from None
     if latest is None:
         return None
-    c = ckpt.load_checkpoint(latest)
+    try:
+        c = ckpt.load_checkpoint(latest)
+    except InputError as err:
+        raise _with_intact_hint(err, run_dir, latest) from None
+    _check_shapes(latest, model, c, cfg)
     model.load_state_dict(c.model)
     opt.load_state_dict(c.optim["optimizer"])
     sched.load_state_dict({**c.optim["scheduler"], "lr_lambdas": [None]})
+    if _is_main_process():
+        print(f"[train] {run_dir}: resuming from step {c.step} ({latest.name})")
     return latest, c
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _with_intact_hint(err: InputError, run_dir: Path, bad: Path | None) -> InputError:
+    """``err`` plus the newest earlier checkpoint that loads, and how to resume from it."""
+    for path in reversed(ckpt.list_checkpoints(run_dir)):
+        if bad is not None and path == bad:
+            continue
+        try:
+            step = ckpt.load_checkpoint(path).step
+        except InputError:
+            continue
+        return InputError(
+            err.source,
+            f"{err.problem}; the earlier checkpoint {path.name} is intact: resume from it "
+            f"with --resume {run_dir} --resume-from {step}",
+        )
+    return err
+
+
+def _check_shapes(path: Path, model: nn.Module, c: ckpt.Checkpoint, cfg) -> None:
+    """Refuse weights that do not fit ``model``, naming the config keys that changed since the
+    checkpoint was written (instead of load_state_dict's traceback)."""
+    own = model.state_dict()
+    bad = [
+        k
+        for k in sorted(set(own) | set(c.model))
+        if k not in own or k not in c.model or tuple(own[k].shape) != tuple(c.model[k].shape)
+    ]
+    if not bad:
+        return
+    changed = []
+    saved = c.state.get("config") if isinstance(c.state.get("config"), dict) else None
+    if saved is not None and cfg is not None:
+        changed = _changed_keys(saved, config_to_dict(cfg))
+    k = bad[0]
+    detail = (
+        f"tensor {k!r} is {list(c.model[k].shape)} in the checkpoint, "
+        f"{list(own[k].shape)} in the model"
+        if k in own and k in c.model
+        else f"tensor {k!r} is only in the {'model' if k in own else 'checkpoint'}"
+    )
+    keys = ", ".join(changed) if changed else "the model configuration"
+    raise InputError(
+        path,
+        f"the weights do not fit the model: {keys} changed since this checkpoint ({detail}); "
+        "resume without that --set, or start a new run",
+    )
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys of ``model``/``ldm`` whose values differ between two config dicts."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        name = f"{prefix}{key}"
+        if not prefix and key not in ("model", "ldm"):
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_keys(a, b, f"{name}.")
+        elif a != b:
+            out.append(f"{name} ({a!r} -> {b!r})")
+    return out
 
 
 def _open_outputs(
@@ -362,8 +448,10 @@ def train(
     cfg: TrainConfig,
     out: str | Path | None = None,
     resume: str | Path | None = None,
+    resume_step: int | None = None,
 ) -> TrainResult:
-    """Train a first-stage model; see the module docstring. Call once per process."""
+    """Train a first-stage model; see the module docstring. Call once per process.
+    ``resume_step``: resume from the kept checkpoint of this step instead of the latest."""
     t_start = time.perf_counter()
     run_dir, d, device = _start_run(cfg, out, resume)
     tc = cfg.train
@@ -388,6 +476,7 @@ def train(
             max_slices=cfg.data.max_val_slices,
             train=False,
         )
+    coils = check_same_coils(train_ds, val_ds)  # one coil count, or an error naming the file
     # ---- model, loss, optimisers (same seed on every rank; DDP also broadcasts rank 0's)
     torch.manual_seed(tc.seed)
     unet_stage = None
@@ -399,7 +488,6 @@ def train(
         model = unet_stage.model.to(device)
         disc = None
     else:
-        coils = train_ds[0].kspace.shape[0]
         if cfg.model.in_channels and cfg.model.in_channels != 2 * coils:
             raise InputError(
                 "model.in_channels",
@@ -418,7 +506,9 @@ def train(
     disc_opt = _optimizer(disc.parameters(), cfg, loss_cfg.disc_lr) if disc is not None else None
 
     start_step, best_ssim, best_step = 0, -math.inf, -1
-    loaded = _load_latest(run_dir, model, opt, sched) if resume is not None else None
+    loaded = (
+        _load_latest(run_dir, model, opt, sched, cfg, resume_step) if resume is not None else None
+    )
     if loaded is not None:
         latest, c = loaded
         if disc is not None:
@@ -628,6 +718,7 @@ def run_from_cli(
     resume: Path | None,
     overrides: list[str],
     stage: str | None = None,
+    resume_step: int | None = None,
 ) -> TrainResult:
     """``kldm train --stage ae|ldm|unet``: resolve the config (a resumed run reloads its own)
     and train the stage it names (``stage``, when given, must agree with the config's)."""
@@ -652,8 +743,8 @@ def run_from_cli(
     if cfg.stage == "ldm":
         from .ldm_trainer import train_ldm
 
-        return train_ldm(cfg, out=out, resume=resume)
-    return train(cfg, out=out, resume=resume)
+        return train_ldm(cfg, out=out, resume=resume, resume_step=resume_step)
+    return train(cfg, out=out, resume=resume, resume_step=resume_step)
 
 
 __all__ += ["config_from_dict", "load_run_config", "run_from_cli"]

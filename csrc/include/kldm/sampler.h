@@ -68,8 +68,14 @@ struct ExportInfo {
 class Sampler {
  public:
   // Loads `export_dir`; `device` must be the device the packages were exported for (CUDA: any
-  // index). Throws kldm::Error.
-  Sampler(const std::string& export_dir, c10::Device device = c10::Device(c10::kCPU));
+  // index). `expect_manifest_sha256`: when not empty, the hex SHA-256 of manifest.json pinned by
+  // the caller; the manifest's bytes are checked against it before anything is parsed or loaded
+  // (the manifest then covers every package by its own hashes). Throws kldm::Error.
+  //
+  // The packages are native code: the hashes catch corruption and a swapped file, not an
+  // attacker who can write the folder and the pinned hash's source alike.
+  Sampler(const std::string& export_dir, c10::Device device = c10::Device(c10::kCPU),
+          const std::string& expect_manifest_sha256 = "");
   ~Sampler();
   Sampler(Sampler&&) noexcept;
   Sampler& operator=(Sampler&&) noexcept;
