@@ -315,12 +315,13 @@ def inspect(file, png, slice_idx) -> None:
     default=None,
     help="Target format (default: the other one of each file's).",
 )
+@click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 @_handle_errors
-def convert(src, dst, to) -> None:
+def convert(src, dst, to, overwrite) -> None:
     """Convert ISMRMRD raw data <-> fastMRI HDF5 (a file, or every *.h5 of a folder into DST)."""
     from kspace_ldm.data.convert import convert as convert_files
 
-    done = convert_files(src, dst, to)
+    done = convert_files(src, dst, to, overwrite=overwrite)
     for source, out in done:
         click.echo(f"{source} -> {out}")
 

@@ -215,6 +215,20 @@ def test_round_trip_ismrmrd_fastmri_ismrmrd_is_bit_exact(tmp_path):
     assert again.calibration == vol.calibration
 
 
+def test_convert_never_replaces_an_existing_file_or_writes_into_the_input_folder(tmp_path):
+    src = undersampled_shepp_logan(tmp_path)
+    (tmp_path / "fm").mkdir()
+    existing = tmp_path / "fm" / src.name
+    existing.write_bytes(b"raw data of another scan")
+    res = run("data", "convert", src, tmp_path / "fm", ok=False)
+    assert "refusing to overwrite" in error_line(res) and "--overwrite" in error_line(res)
+    assert existing.read_bytes() == b"raw data of another scan"
+    run("data", "convert", src, tmp_path / "fm", "--overwrite")
+    assert not is_ismrmrd_file(existing)
+    res = run("data", "convert", tmp_path / "fm", tmp_path / "fm", ok=False)
+    assert "input folder" in error_line(res)
+
+
 def test_fastmri_to_ismrmrd_keeps_samples_and_mask(tmp_path):
     from kspace_ldm.data.fastmri import write_fastmri_file
     from kspace_ldm.data.synth import write_challenge_test_file

@@ -103,18 +103,26 @@ def fastmri_to_ismrmrd(src: str | Path, dst: str | Path) -> Path:
         )
 
 
-def convert(src: str | Path, dst: str | Path, to: str | None = None) -> list[tuple[Path, Path]]:
+def convert(
+    src: str | Path, dst: str | Path, to: str | None = None, overwrite: bool = False
+) -> list[tuple[Path, Path]]:
     """Convert a file or every ``*.h5`` of a folder; the direction is from each file's layout
     (ISMRMRD -> fastMRI, fastMRI -> ISMRMRD) unless ``to`` names the target format.
 
     ``dst`` is a folder (outputs keep the input names) unless ``src`` is one file and ``dst``
-    ends in ``.h5``. Returns ``(source, output)`` pairs.
+    ends in ``.h5``. An existing output file is refused unless ``overwrite`` (raw data are never
+    replaced by accident), and so is an output folder that is an input folder. Returns
+    ``(source, output)`` pairs.
     """
+    from ..io import check_output_dir
+
     if to is not None and to not in DIRECTIONS:
         raise InputError("--to", f"unknown format {to!r} (available: {', '.join(DIRECTIONS)})")
     src, dst = Path(src), Path(dst)
     files = list_h5_files(src)
     single = src.is_file() and dst.suffix == ".h5"
+    if not single:
+        check_output_dir(dst, sorted({src if src.is_dir() else src.parent}))
     plans = []
     for path in files:
         kind = "ismrmrd" if is_ismrmrd_file(path) else "fastmri"
@@ -124,6 +132,12 @@ def convert(src: str | Path, dst: str | Path, to: str | None = None) -> list[tup
         out = dst if single else dst / path.name
         if out.resolve() == path.resolve():
             raise InputError(path, "the output would overwrite the input")
+        if out.is_dir():
+            raise InputError(out, "is a directory, where the converted file would be written")
+        if out.exists() and not overwrite:
+            raise InputError(
+                out, "exists; refusing to overwrite it (give --overwrite to replace it)"
+            )
         plans.append((path, out, target))
     done = []
     for path, out, target in plans:
