@@ -26,6 +26,7 @@ first stage's factor); the others check the Python backend.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +78,29 @@ def _sets(items: list[str]) -> list[str]:
     return [a for item in items for a in ("--set", item)]
 
 
+class _Timed:
+    """``run`` that records the seconds of each stage (printed at the end of a leg: ``-s``)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, *args, **kw):
+        t0 = time.perf_counter()
+        res = run(*args, **kw)
+        key = " ".join(str(a) for a in args[:3] if not str(a).startswith("/"))
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
+        return res
+
+    def report(self, leg: str) -> None:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in self.seconds.items())
+        print(f"\n[{leg}] {sum(self.seconds.values()):.1f} s: {parts}")
+
+
 @pytest.mark.parametrize("leg", list(LEGS))
 def test_every_stage_at_a_true_geometry(leg, tmp_path):
     coils, h, w, rsize, (ae_cfg, ae_set), (ldm_cfg, ldm_set), cpp, latent = LEGS[leg]
     challenge = "singlecoil" if coils == 1 else "multicoil"
+    run = _Timed()
     data = tmp_path / "data"
     run("data", "synth", data, "--train", 1, "--val", 1, "--test", 1, "--coils", coils,
         "--shape", f"{h}x{w}", "--recon-size", rsize, "--slices", 1, "--seed", 5)  # fmt: skip
@@ -120,6 +140,7 @@ def test_every_stage_at_a_true_geometry(leg, tmp_path):
     assert m["challenge"] == challenge and np.isfinite(m["summary"]["psnr"]["mean"])
 
     if not cpp:
+        run.report(leg)
         return
     # the exported denoiser pads and unpads inside its package: the C++ sampler gets latents of
     # the first stage's odd size and must give the Python backend's reconstruction
@@ -134,6 +155,7 @@ def test_every_stage_at_a_true_geometry(leg, tmp_path):
     # measured worst case 1e-6 order (float32 AOTInductor vs eager); the parity tests use 1e-4
     assert np.linalg.norm(got - rec) / np.linalg.norm(rec) < 1e-4
     run("evaluate", "--pred", cpp_out, "--target", test_dir, "--json", tmp_path / "c.json")
+    run.report(leg)
 
 
 def test_unet_pads_odd_latents_and_the_loss_sees_the_valid_region_only():
