@@ -225,3 +225,38 @@ def test_a_config_that_cannot_serve_a_size_is_one_line(tmp_path):
     assert bad.exit_code == 2, bad.output
     assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1
     assert "config ldm_ref" in bad.output and "4x80x46" in bad.output
+
+
+def test_sampler_refuses_a_model_that_cannot_serve_the_kspace_in_one_line():
+    """At recon (and export) time: a UNet that takes other latent channels than the first stage
+    makes, or a config whose UNet cannot run on the latent of this k-space size."""
+    from dataclasses import replace
+
+    from tiny_models import tiny_sampler
+
+    from kspace_ldm.config import TrainConfig
+    from kspace_ldm.errors import InputError
+    from kspace_ldm.models.ldm import build_unet
+    from kspace_ldm.sampling.cgs import KspaceLDMSampler
+
+    good = tiny_sampler()
+    y = torch.zeros(1, 1, 24, 22, dtype=torch.complex64)
+    good.check_size((24, 22))  # f = 2 -> 12 x 11 latents, padded to 12 x 12: served
+    cfg = TrainConfig(stage="ldm", name="tiny_test")
+    cfg.ldm = replace(
+        cfg.ldm,
+        block_out_channels=[8, 16],
+        norm_num_groups=4,
+        down_block_types=["DownBlock2D", "AttnDownBlock2D"],
+        up_block_types=["AttnUpBlock2D", "UpBlock2D"],
+        layers_per_block=1,
+    )
+    wrong_channels = replace(good.ldm, unet=build_unet(cfg.ldm, 8).eval(), config=cfg)
+    s = KspaceLDMSampler(wrong_channels, good.ae, good.norm)
+    with pytest.raises(InputError, match=r"config tiny_test: the UNet takes 8 latent channels"):
+        s.cgs(y, torch.ones(22, dtype=torch.bool))
+    cfg.ldm = replace(cfg.ldm, attention_head_dim=32)
+    broken = replace(good.ldm, config=cfg)
+    s = KspaceLDMSampler(broken, good.ae, good.norm)
+    with pytest.raises(InputError, match=r"config tiny_test: .*4x12x11 latents.*24x22 k-space"):
+        s.cgs(y, torch.ones(22, dtype=torch.bool))
