@@ -174,13 +174,15 @@ def train_ldm(
     meta_text = json.dumps(meta, indent=2) + "\n"
 
     # A config that cannot serve these latents stops here in one line, not at the first step.
-    check_unet_serves(lc, latent_channels, train_ds.z.shape[-2:], f"config {cfg.name}")
-    if val_ds is not None and val_ds.z.shape[1:] != train_ds.z.shape[1:]:
+    where = f"config {cfg.name or 'ldm'}"
+    check_unet_serves(lc, latent_channels, train_ds.z.shape[-2:], where)
+    if val_ds is not None and val_ds.z.shape[1] != latent_channels:
         raise InputError(
             cfg.data.val,
-            f"validation latents {list(val_ds.z.shape[1:])} differ from the training latents "
-            f"{list(train_ds.z.shape[1:])} (extract both with the same first stage and size)",
+            f"{val_ds.z.shape[1]} latent channels but the training latents have {latent_channels}",
         )
+    if val_ds is not None and val_ds.z.shape[-2:] != train_ds.z.shape[-2:]:
+        check_unet_serves(lc, latent_channels, val_ds.z.shape[-2:], where)
     multiple = unet_multiple(lc.block_out_channels)
 
     torch.manual_seed(tc.seed)
