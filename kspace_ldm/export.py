@@ -45,7 +45,7 @@ import torch
 from . import __version__
 from .errors import InputError
 from .io import atomic_write_text, sha256_file
-from .physics.transforms import pad_to_multiple, unpad
+from .physics.transforms import pad_to_multiple
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -103,8 +103,11 @@ class _Denoiser(torch.nn.Module):
         self.multiple = multiple
 
     def forward(self, z, t):
-        zp, info = pad_to_multiple(z, self.multiple, self.multiple)
-        return unpad(self.unet(zp, t).sample, info)
+        # The padding rule of training and the Python sampler, traced into the package: the C++
+        # sampler passes latents of the first stage's (possibly odd) size and needs no rule itself.
+        from .models.ldm import unet_predict  # here: importing export must not load diffusers
+
+        return unet_predict(self.unet, z, t, self.multiple)
 
 
 def channels_last_inputs(args: tuple) -> tuple:
@@ -229,13 +232,13 @@ def _scheduler_tables(scheduler_config: dict) -> dict:
     }
 
 
-def _recorded_latent_shape(run: Path) -> list[int] | None:
+def _recorded_meta(run: Path) -> dict:
     from .models.ldm import LDM_META
 
     for d in (run / "best", run):
         if (d / LDM_META).is_file():
-            return json.loads((d / LDM_META).read_text()).get("latent_shape")
-    return None
+            return json.loads((d / LDM_META).read_text())
+    return {}
 
 
 @dataclass
@@ -302,8 +305,9 @@ def export_run(
         run: LDM run directory (or its ``best``).
         out: export directory (replaced atomically: written beside it, then renamed).
         device: ``cpu`` or ``cuda`` -- the packages run on this device only.
-        size: ``(H, W)`` k-space size; default: the LDM's training latent size times the first
-            stage's down-sampling factor.
+        size: ``(H, W)`` k-space size; default: the training k-space size recorded in
+            ``ldm.json`` (older runs: the training latent size times the first stage's
+            down-sampling factor).
         batch: example batch size (the only batch size unless ``dynamic_batch``).
         dynamic_batch: export with a symbolic batch dimension.
         rtol: largest accepted relative error of a package against eager PyTorch.
@@ -317,10 +321,15 @@ def export_run(
         raise InputError("--device", "cuda requested but no CUDA device is available")
     sampler = KspaceLDMSampler.from_run(run, device=device)
     if size is None:
-        latent_shape = _recorded_latent_shape(Path(run))
-        if latent_shape is None:
+        meta = _recorded_meta(Path(run))
+        latent_shape = meta.get("latent_shape")
+        if meta.get("kspace_size"):  # the training k-space size (runs since issue 13)
+            size = tuple(meta["kspace_size"])
+        elif latent_shape is None:
             raise InputError("--size", "the LDM run records no latent size; pass --size HxW")
-        size = (latent_shape[1] * sampler.ae.downsample, latent_shape[2] * sampler.ae.downsample)
+        else:  # older runs: exact only when the k-space size is a multiple of the factor
+            f = sampler.ae.downsample
+            size = (latent_shape[1] * f, latent_shape[2] * f)
     return export_sampler(
         sampler, out, size, batch, dynamic_batch, Path(run).resolve(), log, rtol, guidance
     )
@@ -374,6 +383,7 @@ def _export_sampler(sampler, out, size, batch, dynamic_batch, source_run, log, r
     H, W = (int(v) for v in size)
     # A symbolic batch cannot be traced from an example of size 1 (export specialises 0 and 1).
     batch = max(batch, 2) if dynamic_batch else batch
+    sampler.check_size((H, W))  # a size the model cannot serve: one line, before any tracing
     nets = sampler_networks(sampler, (H, W), batch)
     (x,), (z,), (_, t) = nets["encoder"][1], nets["decoder"][1], nets["denoiser"][1]
     mean, std = nets["encoder"][0](x)

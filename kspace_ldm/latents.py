@@ -217,7 +217,13 @@ def extract_latents(
             save_file(
                 {k: v.contiguous() for k, v in tensors.items()},
                 str(tmp),
-                metadata={**meta, "source": path.name},
+                # the k-space size: 640 x 372 and 640 x 376 both give 80 x 47 latents at f = 8
+                # (the first stage pads), so export needs it to rebuild the exact geometry
+                metadata={
+                    **meta,
+                    "source": path.name,
+                    "kspace_size": f"{kspace.shape[-2]}x{kspace.shape[-1]}",
+                },
             )
         written += 1
         slices += kspace.shape[0]
@@ -292,6 +298,9 @@ def latent_statistics(out: str | Path) -> dict:
         "partition": part.name,
         "first_stage": meta.get("first_stage"),
         "norm_mode": meta.get("norm_mode"),
+        "kspace_size": (
+            [int(v) for v in meta["kspace_size"].split("x")] if "kspace_size" in meta else None
+        ),
         "latent": {
             "slices": int(sum(zz.shape[0] for zz in zs)),
             "shape": list(zs[0].shape[1:]),

@@ -6,11 +6,24 @@ computed once from the extraction statistics and stored with the checkpoint) bef
 Stable Diffusion does with 0.18215; the reference recomputed it per batch and per GPU during
 training and from one masked latent at test time (its ``rescale_latents`` option), so train and
 test disagreed.
+
+Latent geometry (one rule, here): the UNet needs latents whose size is a multiple of
+:func:`unet_multiple` (2 per down-sampling level), but a first stage's latents of fastMRI k-space
+often are not (``configs/ae_kl_4.yaml``: 640 x 368 -> 80 x 46; the UNet of
+``configs/ldm_ref.yaml`` needs multiples of 8). :func:`unet_predict` zero-pads the latent to that
+multiple (:func:`pad_latent_for_unet`), runs the UNet and removes the padding exactly; training
+(loss on the valid region only), the Python sampler and the exported denoiser package (so the C++
+sampler) all call it. The alternative, a first stage that pads k-space until its *latent* is
+divisible, was rejected: it would tie every autoencoder (and its extracted latents) to the
+particular LDM trained on it afterwards, and make the diffusion model spend capacity on latents
+of zero k-space; padding at the UNet keeps the first stage and the latents unchanged and the
+padded rows never leave the denoiser.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +32,19 @@ from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
 from ..errors import InputError
+from ..physics.transforms import PadInfo, pad_to_multiple, unpad
 
-__all__ = ["EMA", "LatentDiffusion", "build_noise_scheduler", "build_unet", "load_ldm"]
+__all__ = [
+    "EMA",
+    "LatentDiffusion",
+    "build_noise_scheduler",
+    "build_unet",
+    "check_unet_serves",
+    "load_ldm",
+    "pad_latent_for_unet",
+    "unet_multiple",
+    "unet_predict",
+]
 
 LDM_META = "ldm.json"
 
@@ -44,6 +68,56 @@ def build_unet(cfg, latent_channels: int) -> UNet2DModel:
         )
     except (ValueError, KeyError, AttributeError) as err:
         raise InputError("ldm", f"invalid UNet2DModel configuration ({err})") from None
+
+
+def unet_multiple(block_out_channels) -> int:
+    """Spatial multiple a ``UNet2DModel`` with these levels needs: every down block but the last
+    halves the size (``block_out_channels``: the config list, or a UNet whose config has it)."""
+    if hasattr(block_out_channels, "config"):
+        block_out_channels = block_out_channels.config.block_out_channels
+    return 2 ** (len(block_out_channels) - 1)
+
+
+def pad_latent_for_unet(z: torch.Tensor, multiple: int) -> tuple[torch.Tensor, PadInfo]:
+    """Zero-pad latents ``z [B, Cz, h, w]`` to the next multiple of ``multiple`` in ``h`` and
+    ``w`` (split as :func:`~kspace_ldm.physics.pad_to_multiple`); undo with ``unpad``."""
+    return pad_to_multiple(z, multiple, multiple)
+
+
+def unet_predict(unet: nn.Module, z: torch.Tensor, t: torch.Tensor, multiple: int) -> torch.Tensor:
+    """The UNet's output for latents of any size: ``z [B, Cz, h, w]``, ``t [B]`` long ->
+    ``[B, Cz, h, w]`` (the padded border is cut off, so a loss on it sees the valid region only).
+
+    ``unet`` may be wrapped (DDP): ``multiple`` is passed, see :func:`unet_multiple`.
+    """
+    zp, info = pad_latent_for_unet(z, multiple)
+    return unpad(unet(zp, t).sample, info)
+
+
+def check_unet_serves(cfg, latent_channels: int, size: tuple[int, int], where) -> None:
+    """One-line :class:`InputError` naming ``where`` (the config) and the latent size unless the
+    UNet of ``cfg`` (an ``LDMConfig``) runs on ``[1, latent_channels, *size]`` latents.
+
+    Runs the padded forward pass on the meta device: shapes only, no memory, ~0.1 s even for the
+    reference UNet, so training, export and sampling can check before any real work.
+    """
+    h, w = (int(v) for v in size)
+    m = unet_multiple(cfg.block_out_channels)
+    padded = f"{-(-h // m) * m}x{-(-w // m) * m}"
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zero-size tensors of a broken config: reported below
+        unet = build_unet(cfg, latent_channels)
+        z = torch.empty(1, latent_channels, h, w)
+        t = torch.zeros(1, dtype=torch.long)
+        try:
+            unet_predict(unet, z, t, m)
+        except (RuntimeError, ValueError, IndexError, TypeError, ZeroDivisionError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(
+                where,
+                f"the UNet cannot serve {latent_channels}x{h}x{w} latents (padded to {padded}, "
+                f"multiple {m}): {first}",
+            ) from None
 
 
 def build_noise_scheduler(cfg) -> DDPMScheduler:
@@ -119,7 +193,7 @@ class LatentDiffusion:
     @property
     def down_factor(self) -> int:
         """Spatial size multiple the UNet needs (2 per down-sampling level)."""
-        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return unet_multiple(self.unet)
 
 
 def load_ldm(path: str | Path, device: str = "cpu", use_ema: bool = True) -> LatentDiffusion:

@@ -46,9 +46,9 @@ import torch
 from ..errors import InputError
 from ..latents import estimate_norm_stats, normalize_with
 from ..models.kspace_norm import KspaceNormalizer, NormStats
-from ..models.ldm import LatentDiffusion, load_ldm
+from ..models.ldm import LatentDiffusion, load_ldm, unet_predict
 from ..ops import dc_project  # fused kldm::dc_project (CPU and CUDA kernels)
-from ..physics.transforms import complex_to_channels, pad_to_multiple, unpad
+from ..physics.transforms import complex_to_channels
 from .schedulers import FusedDDPMScheduler
 
 __all__ = ["SAMPLERS", "KspaceLDMSampler", "SamplerOptions"]
@@ -116,6 +116,7 @@ class KspaceLDMSampler:
         self.scheduler_config = dict(ldm.scheduler_config)
         self.alphas_cumprod = FusedDDPMScheduler.from_config(self.scheduler_config).alphas_cumprod
         self.prediction_type = self.scheduler_config.get("prediction_type", "epsilon")
+        self._served: set[tuple[int, int]] = set()
 
     @classmethod
     def from_run(cls, path: str | Path, device: str = "cpu") -> KspaceLDMSampler:
@@ -146,13 +147,45 @@ class KspaceLDMSampler:
                 f"{y.shape[1]} coil(s) but the first stage takes {self.ae.in_channels // 2} "
                 "(train the autoencoder on data with this coil count)",
             )
+        self.check_size(tuple(y.shape[-2:]))
+
+    def latent_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """``(h, w)`` of the first stage's latent of ``size = (H, W)`` k-space (padded to its
+        down-sampling factor, then divided by it)."""
+        f = self.ae.downsample
+        return (-(-int(size[0]) // f), -(-int(size[1]) // f))
+
+    def check_size(self, size: tuple[int, int]) -> None:
+        """One-line :class:`InputError` naming the LDM config and the size unless this model
+        serves ``size = (H, W)`` k-space: the UNet must take the first stage's latent channels
+        and run (padded) on its latent size. Checked once per size."""
+        from ..models.ldm import check_unet_serves
+
+        size = (int(size[0]), int(size[1]))
+        if size in self._served:
+            return
+        cfg = self.ldm.config
+        name = f"config {cfg.name}" if cfg is not None and cfg.name else "ldm config"
+        cz = int(getattr(self.ae, "latent_channels", self.unet.config.in_channels))
+        if cz != self.unet.config.in_channels:
+            raise InputError(
+                name,
+                f"the UNet takes {self.unet.config.in_channels} latent channels but the first "
+                f"stage {self.ldm.first_stage} makes {cz}",
+            )
+        if cfg is not None:
+            h, w = self.latent_size(size)
+            try:
+                check_unet_serves(cfg.ldm, cz, (h, w), name)
+            except InputError as err:
+                raise InputError(None, f"{err} ({size[0]}x{size[1]} k-space)") from None
+        self._served.add(size)
 
     def model_output(self, z: torch.Tensor, t: int) -> torch.Tensor:
-        """UNet prediction at timestep ``t`` for latents of any size (padded to its multiple)."""
-        f = self.ldm.down_factor
-        zp, info = pad_to_multiple(z, f, f)
+        """UNet prediction at timestep ``t`` for latents of any size (padded to its multiple by
+        :func:`~kspace_ldm.models.ldm.unet_predict`, the rule training and export use)."""
         tt = torch.full((z.shape[0],), int(t), device=z.device, dtype=torch.long)
-        return unpad(self.unet(zp, tt).sample, info)
+        return unet_predict(self.unet, z, tt, self.ldm.down_factor)
 
     def eps_x0(self, z: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(eps, x0)``: the noise and Tweedie clean-latent estimates at ``t`` (eps or v model)."""

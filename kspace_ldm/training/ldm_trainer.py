@@ -32,7 +32,15 @@ from ..config import TrainConfig, config_to_dict, config_to_yaml
 from ..errors import InputError
 from ..io import atomic_write_text
 from ..latents import load_latent_stats, load_latents
-from ..models.ldm import EMA, LDM_META, build_noise_scheduler, build_unet
+from ..models.ldm import (
+    EMA,
+    LDM_META,
+    build_noise_scheduler,
+    build_unet,
+    check_unet_serves,
+    unet_multiple,
+    unet_predict,
+)
 from . import checkpoint as ckpt
 from .data import StepBatchSampler
 from .trainer import (
@@ -83,18 +91,24 @@ def diffusion_loss(
     z0: torch.Tensor,
     t: torch.Tensor,
     noise: torch.Tensor,
+    multiple: int,
 ) -> torch.Tensor:
     """Mean squared error of the UNet's prediction (epsilon or v) at timesteps ``t``.
 
+    The noisy latent is padded to the UNet's ``multiple`` exactly as the sampler pads it
+    (:func:`~kspace_ldm.models.ldm.unet_predict`) and the prediction unpadded, so the loss covers
+    the valid latent region only.
+
     Args:
         z0: scaled clean latents ``[B, Cz, h, w]``; ``t``: ``[B]`` long; ``noise``: like ``z0``.
+        multiple: :func:`~kspace_ldm.models.ldm.unet_multiple` of the UNet.
     """
     zt = scheduler.add_noise(z0, noise, t)
     if scheduler.config.prediction_type == "v_prediction":
         target = scheduler.get_velocity(z0, noise, t)
     else:
         target = noise
-    pred = unet(zt, t).sample
+    pred = unet_predict(unet, zt, t, multiple)
     return torch.nn.functional.mse_loss(pred.float(), target.float())
 
 
@@ -116,6 +130,7 @@ def _val_loss(unet: nn.Module, scheduler, val: LatentDataset, device, batch: int
             z0,
             t_all[s : s + batch].to(device),
             noise_all[s : s + batch].to(device),
+            unet_multiple(unet),
         )
         total += float(loss) * z0.shape[0]
     unet.train(was)
@@ -154,11 +169,24 @@ def train_ldm(
         "scale_factor": scale,
         "latent_channels": latent_channels,
         "latent_shape": list(train_ds.z.shape[1:]),
+        "kspace_size": stats.get("kspace_size"),
         "first_stage": str(Path(first_stage).resolve()),
         "norm_ratio": stats.get("norm_ratio"),
         "latent_stats": stats.get("latent"),
     }
     meta_text = json.dumps(meta, indent=2) + "\n"
+
+    # A config that cannot serve these latents stops here in one line, not at the first step.
+    where = f"config {cfg.name or 'ldm'}"
+    check_unet_serves(lc, latent_channels, train_ds.z.shape[-2:], where)
+    if val_ds is not None and val_ds.z.shape[1] != latent_channels:
+        raise InputError(
+            cfg.data.val,
+            f"{val_ds.z.shape[1]} latent channels but the training latents have {latent_channels}",
+        )
+    if val_ds is not None and val_ds.z.shape[-2:] != train_ds.z.shape[-2:]:
+        check_unet_serves(lc, latent_channels, val_ds.z.shape[-2:], where)
+    multiple = unet_multiple(lc.block_out_channels)
 
     torch.manual_seed(tc.seed)
     unet = build_unet(lc, latent_channels).to(device)
@@ -268,7 +296,7 @@ def train_ldm(
             t = torch.randint(0, lc.num_train_timesteps, (z0.shape[0],), generator=g)
             noise = torch.randn(z0.shape, generator=g)
             z0, t, noise = z0.to(device), t.to(device), noise.to(device)
-            loss = diffusion_loss(ddp, scheduler, z0, t, noise)
+            loss = diffusion_loss(ddp, scheduler, z0, t, noise, multiple)
             if not torch.isfinite(loss):
                 raise InputError("train", f"loss is {loss.item()} at step {step}; lower optim.lr")
             opt.zero_grad(set_to_none=True)
