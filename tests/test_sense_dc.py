@@ -132,3 +132,30 @@ def test_synth_varied_geometry_and_count_lists(tmp_path):
     assert set(counts) <= {4, 8} and len(set(counts)) == 2, counts
     with pytest.raises(InputError, match="unknown coil geometry"):
         synth_volume(0, coils=2, coil_geometry="nope", **SMALL)
+
+
+def test_cli_recon_single_coil_model_on_multicoil_data(mc_file, tmp_path):
+    import h5py
+
+    from kspace_ldm.pretrained import demo_model
+
+    ldm_dir, _ = demo_model()
+    out = tmp_path / "r"
+    run("recon", mc_file, "--out", out, "--model", ldm_dir, "--steps", "1", "--batch-size", "2")
+    with h5py.File(out / mc_file.name) as f:
+        assert f["reconstruction"].shape == (2, 16, 16)
+        assert f.attrs["coil_combine"] == "auto"
+        assert np.isfinite(f["reconstruction"][()]).all()
+    # per-coil channels with a single-coil model: a one-line coil-count error, exit 2
+    r = run(
+        "recon",
+        mc_file,
+        "--out",
+        tmp_path / "c",
+        "--model",
+        ldm_dir,
+        "--coil-combine",
+        "channels",
+        ok=False,
+    )
+    assert r.exit_code == 2 and "4 coil(s) but the first stage takes 1" in r.output, r.output
