@@ -9,9 +9,12 @@ the SENSE operator ``A x = M F (S x)``:
   the decoded estimate ``x_p = F^-1 k``, a few conjugate-gradient steps (warm-started at ``x_p``)
   on the normal equations ``(A^H A + lam I) x = A^H y + lam x_p``; ``lam -> 0`` is the SENSE
   solution closest to the prior, ``lam`` large keeps the prior;
-* **start**: the same solve from ``x_p = 0`` (regularised CG-SENSE), whose combined k-space on
-  the measured columns stands in for the single-coil measurement (normalisation statistics and
-  their refit);
+* **start**: the same solve from ``x_p = 0`` (regularised CG-SENSE, ``start_lam``,
+  ``start_iters``); its combined k-space is what the encoder sees first, and its values on the
+  measured columns stand in for the single-coil measurement wherever ``cgs`` needs one (the
+  normalisation statistics and their refit, and the residual of ``guidance > 0``, which is
+  therefore only approximate on this path; the default guidance is 0);
+* **final prior-regularised solve** (``final_lam``, ``final_iters``) from the last estimate;
 * **final hard per-coil consistency**: the coil k-space ``F (S x)`` with every coil's measured
   samples replaced by the data (``kldm::dc_project``), so the output equals the measurement bit
   for bit there; the image is the RSS of this coil k-space (fastMRI's ``reconstruction_rss``).
