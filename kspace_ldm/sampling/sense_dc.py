@@ -39,7 +39,7 @@ __all__ = ["SENSE_DEFAULTS", "SenseConsistency", "check_maps", "coil_agnostic_sa
 SENSE_DEFAULTS = {
     "lam": 0.5,
     "iters": 8,
-    "final_lam": 0.2,
+    "final_lam": 0.1,
     "final_iters": 5,
     "start_lam": 0.5,
     "start_iters": 10,
