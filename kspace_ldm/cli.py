@@ -244,20 +244,37 @@ def data() -> None:
 @click.option("--test", "n_test", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--coils",
-    type=click.IntRange(min=1),
-    default=1,
+    default="1",
     show_default=True,
-    help="1: single-coil (ESC-like) files; >1: multi-coil files.",
+    help="1: single-coil (ESC-like) files; >1: multi-coil files; a list such as 4,8: one "
+    "count drawn per volume.",
 )
 @click.option("--shape", default="640x368", show_default=True, help="k-space size HxW.")
 @click.option("--recon-size", type=click.IntRange(min=8), default=320, show_default=True)
 @click.option("--slices", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--coil-geometry",
+    type=click.Choice(["ring", "varied"]),
+    default="ring",
+    show_default=True,
+    help="ring: jittered coils on an ellipse around the object; varied: also random ellipse, "
+    "offset, coil sizes and phases per volume.",
+)
 @_handle_errors
-def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed) -> None:
+def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed, coil_geometry):
     """Write synthetic fastMRI-format volumes (random anatomical phantoms) into OUT."""
     from kspace_ldm.data.synth import synth_dataset
 
+    try:
+        counts = tuple(int(c) for c in str(coils).split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{coils!r} is not a count or list", param_hint="--coils"
+        ) from None
+    if min(counts) < 1:
+        raise click.BadParameter(f"counts must be >= 1, got {coils}", param_hint="--coils")
+    coils = counts[0] if len(counts) == 1 else counts
     h, w = _shape(shape)
     if n_train + n_val + n_test == 0:
         raise click.UsageError("nothing to generate: give --train, --val and/or --test")
@@ -276,6 +293,7 @@ def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed) -
         slices=slices,
         seed=seed,
         progress=True,
+        coil_geometry=coil_geometry,
     )
     for split, paths in written.items():
         if paths:
@@ -367,6 +385,15 @@ def convert(src, dst, to, overwrite) -> None:
     default=1,
     show_default=True,
     help="cgs: average the k-space of this many samples (posterior-mean estimate).",
+)
+@click.option(
+    "--coil-combine",
+    type=click.Choice(["auto", "espirit", "channels"]),
+    default="auto",
+    show_default=True,
+    help="Multi-coil data: espirit (a single-coil model on ESPIRiT-combined k-space, SENSE data "
+    "consistency per coil, RSS output), channels (coils as channels of a multi-coil model); "
+    "auto: espirit for a single-coil model on multi-coil data.",
 )
 @click.option(
     "--t0",
@@ -463,6 +490,7 @@ def recon(
     backend,
     steps,
     samples,
+    coil_combine,
     t0,
     guidance,
     mask_type,
@@ -518,6 +546,7 @@ def recon(
         formats=tuple(out_formats) or ("h5",),
         overwrite=overwrite,
         expect_sha256=expect_sha256,
+        coil_combine=coil_combine,
     )
     reports = reconstruct(input_path, out_dir, opts)
     if not reports:

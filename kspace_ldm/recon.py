@@ -81,6 +81,11 @@ class ReconOptions:
             reconstructions written by kldm (never an input file).
         expect_sha256: the sha256 of the model's ``manifest.json`` (export directory, or the
             bundle's), pinned by the caller: checked before anything of the model is loaded.
+        coil_combine: multi-coil data with a diffusion sampler: ``espirit`` (coil-agnostic: a
+            single-coil model on the ESPIRiT-combined k-space with SENSE data consistency,
+            :mod:`kspace_ldm.sampling.sense_dc`), ``channels`` (coils as channels of a
+            multi-coil model), or ``auto`` (default): ``espirit`` when the model has one coil
+            and the data more, else ``channels``.
     """
 
     sampler: str = "zero-filled"
@@ -102,6 +107,7 @@ class ReconOptions:
     formats: Sequence[str] = ("h5",)
     overwrite: bool = False
     expect_sha256: str | None = None
+    coil_combine: str = "auto"
 
 
 @dataclass
@@ -280,6 +286,9 @@ def load_sampler(options: ReconOptions):
     if options.backend == "cpp":
         from kspace_ldm.sampling.cpp import CppSampler
 
+        if options.coil_combine == "espirit":
+            raise InputError("--coil-combine", _CPP_AGNOSTIC)
+
         return CppSampler(options.model, options.device, expect_sha256=options.expect_sha256)
     if options.backend != "python":
         raise InputError("--backend", f"unknown backend {options.backend!r} (python, cpp)")
@@ -342,6 +351,9 @@ def reconstruct_file(
 
                 k = masked if coil_dim is not None else masked[:, None]  # [b, C, H, W]
                 m = torch.as_tensor(mask_used, device=k.device)
+                maps = None
+                if coil_agnostic(options, sampler, k.shape[1], f.path):
+                    maps = coil_maps(k, f.path)
                 k_out = sampler.sample(
                     options.sampler,
                     k,
@@ -356,6 +368,7 @@ def reconstruct_file(
                     batch_seed(options.sampler_seed, path.name, start)
                     if options.backend == "cpp"
                     else _batch_generator(options, path.name, start),
+                    **({} if maps is None else {"maps": maps}),
                 )
                 image = kspace_to_image(k_out, crop=crop, coil_dim=1)
             recon[start:stop] = image.float().cpu().numpy()
@@ -383,6 +396,47 @@ def reconstruct_file(
         )
 
 
+COIL_COMBINE = ("auto", "espirit", "channels")
+_CPP_AGNOSTIC = (
+    "coil-agnostic multi-coil reconstruction (--coil-combine espirit) is not built in the C++ "
+    "sampler yet; use --backend python"
+)
+
+
+def coil_agnostic(options: ReconOptions, sampler, coils: int, source) -> bool:
+    """Whether this data goes through the coil-agnostic path (:attr:`ReconOptions.coil_combine`);
+    one-line :class:`InputError` for combinations that cannot run."""
+    mode = options.coil_combine
+    if mode not in COIL_COMBINE:
+        raise InputError("--coil-combine", f"unknown mode {mode!r} ({', '.join(COIL_COMBINE)})")
+    if options.backend == "cpp":
+        model_coils = None  # the export's coil count is checked by kldm::Sampler itself
+    else:
+        model_coils = sampler.ae.in_channels // 2
+    if mode == "channels" or coils == 1 or (mode == "auto" and model_coils != 1):
+        return False
+    if options.backend == "cpp":
+        raise InputError(source, _CPP_AGNOSTIC)
+    if options.sampler != "cgs":
+        raise InputError(
+            source, f"coil-agnostic multi-coil needs --sampler cgs, not {options.sampler}"
+        )
+    return True
+
+
+def coil_maps(kspace: torch.Tensor, source) -> torch.Tensor:
+    """ESPIRiT maps ``[b, C, H, W]`` of masked multi-coil k-space, checked (one-line errors)."""
+    from kspace_ldm.physics.espirit import espirit_maps
+    from kspace_ldm.sampling.sense_dc import check_maps
+
+    try:
+        maps = espirit_maps(kspace)
+    except InputError as err:
+        raise InputError(source, err.problem) from None
+    check_maps(maps, kspace, str(source))
+    return maps
+
+
 def _sampler_attrs(options: ReconOptions) -> dict:
     if options.sampler == "zero-filled":
         return {}
@@ -394,6 +448,7 @@ def _sampler_attrs(options: ReconOptions) -> dict:
         "backend": options.backend,
         "eta": options.eta,
         "samples": options.samples,
+        "coil_combine": options.coil_combine,
     }
     for key in ("steps", "t0", "guidance"):
         value = getattr(options, key)

@@ -20,6 +20,13 @@ Image model (per slice, on the ``[H, W]`` grid, object centre at ``(H // 2, W //
   distance-dependent phase, centred on an ellipse 1.3x the object size around it, normalised so
   ``sum_c |S_c|^2 = 1`` at every pixel (so the RSS of the noiseless coil images is the object
   magnitude). Sensitivities do not vary between slices (fixed coil array).
+* coil geometry ``varied`` (``coil_geometry="varied"``, ``kldm data synth --coil-geometry
+  varied``): per volume, the ring becomes an ellipse with random aspect (1.15-1.6x the object
+  half-axes), its centre is shifted by up to 10 % of the object size, the angular jitter is
+  +-0.3 of the coil spacing, each coil's size (Gaussian width) is scaled by U(0.6, 1.4), its
+  phase wavelength by U(0.5, 2) and it gets a random linear phase across the object; the default
+  ``ring`` geometry is the original one (byte-identical files). ``coils`` may also be a list, one
+  count drawn per volume (seeded): ``--coils 4,8``.
 * noise: white circular complex Gaussian noise added in k-space, ``E|n|^2 = sigma^2`` per sample
   and coil, with ``sigma = noise_level * BASE_SCALE * U(0.8, 1.2)`` (not tied to the volume's
   signal scale, so the darker fat-suppressed volumes have lower SNR, as in the real data); the
@@ -166,6 +173,35 @@ def _coil_maps(
     return (maps / norm).astype(np.complex64)
 
 
+COIL_GEOMETRIES = ("ring", "varied")
+
+
+def _coil_maps_varied(
+    rng: np.random.Generator,
+    coils: int,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    half: tuple[float, float],
+) -> np.ndarray:
+    """complex64 ``[coils, h, w]``: the ``varied`` geometry (module docstring), sum |S|^2 = 1."""
+    mean_half = (half[0] + half[1]) / 2
+    rot = rng.uniform(0, 2 * np.pi)
+    angles = rot + 2 * np.pi * (np.arange(coils) + rng.uniform(-0.3, 0.3, coils)) / coils
+    ry, rx = rng.uniform(1.15, 1.6, 2) * np.asarray(half)
+    oy, ox = rng.uniform(-0.1, 0.1, 2) * np.asarray(half)
+    cy, cx = oy + ry * np.sin(angles), ox + rx * np.cos(angles)
+    sigma = 0.8 * mean_half * rng.uniform(0.6, 1.4, coils)
+    wavelength = 4.0 * 2 * mean_half * rng.uniform(0.5, 2.0, coils)
+    phase0 = rng.uniform(-np.pi, np.pi, coils)
+    grad = rng.uniform(-1, 1, (coils, 2)) * np.pi / (2 * mean_half)  # <= pi/2 per half-axis
+    d2 = (yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2
+    mag = np.exp(-d2 / (2 * sigma[:, None, None] ** 2))
+    phase = phase0[:, None, None] + 2 * np.pi * np.sqrt(d2) / wavelength[:, None, None]
+    phase = phase + grad[:, 0, None, None] * yy[None] + grad[:, 1, None, None] * xx[None]
+    norm = np.sqrt(np.maximum((mag * mag).sum(axis=0), 1e-30))
+    return (mag * np.exp(1j * phase) / norm).astype(np.complex64)
+
+
 def synth_volume(
     seed: int | np.random.SeedSequence,
     *,
@@ -175,6 +211,7 @@ def synth_volume(
     slices: int = 8,
     noise_level: float = DEFAULT_NOISE_LEVEL,
     patient_id: str | None = None,
+    coil_geometry: str = "ring",
 ) -> SynthVolume:
     """Generate one random phantom volume in fastMRI layout (see the module docstring).
 
@@ -186,7 +223,12 @@ def synth_volume(
         slices: number of slices ``S``.
         noise_level: k-space noise std per complex sample and coil, relative to ``BASE_SCALE``.
         patient_id: stored as attribute; default a sha256 hex digest of the seed.
+        coil_geometry: ``ring`` (default) or ``varied`` (module docstring).
     """
+    if coil_geometry not in COIL_GEOMETRIES:
+        raise InputError(
+            "synth", f"unknown coil geometry {coil_geometry!r} ({', '.join(COIL_GEOMETRIES)})"
+        )
     height, width = (int(shape[0]), int(shape[1]))
     _check_args(coils, (height, width), recon_size, slices, noise_level)
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
@@ -211,7 +253,8 @@ def synth_volume(
     dz = anat_rng.uniform(0.04, 0.07)
     zs = anat_rng.uniform(-0.2, 0.2) + dz * (np.arange(slices) - (slices - 1) / 2)
 
-    sens = _coil_maps(coil_rng, coils, yy, xx, (half_h, half_w)) if coils > 1 else None
+    coil_fn = _coil_maps if coil_geometry == "ring" else _coil_maps_varied
+    sens = coil_fn(coil_rng, coils, yy, xx, (half_h, half_w)) if coils > 1 else None
 
     # FFT bookkeeping without fftshift copies of the big arrays: with n // 2 shifts,
     # ifftshift(x)[j] = x[(j + n // 2) % n], so image row i sits at row (i - H // 2) % H of the
@@ -457,13 +500,14 @@ def synth_dataset(
     n_val: int,
     n_test: int,
     *,
-    coils: int = 1,
+    coils: int | tuple[int, ...] = 1,
     shape: tuple[int, int] = (640, 368),
     recon_size: int = 320,
     slices: int = 8,
     seed: int = 0,
     noise_level: float = DEFAULT_NOISE_LEVEL,
     progress: bool = False,
+    coil_geometry: str = "ring",
 ) -> dict[str, list[Path]]:
     """Write a synthetic fastMRI-format dataset.
 
@@ -478,6 +522,9 @@ def synth_dataset(
         coils, shape, recon_size, slices, noise_level: as for :func:`synth_volume`.
         seed: equal arguments give byte-identical files.
         progress: print one line per file to stderr.
+        coils: an int, or a list of counts: one drawn per volume from
+            ``SeedSequence([seed, split, volume, 0xC0])`` (all > 1: multi-coil files).
+        coil_geometry: ``ring`` or ``varied`` (see :func:`synth_volume`).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}`` lists of written paths.
@@ -486,9 +533,14 @@ def synth_dataset(
     if min(counts.values()) < 0:
         raise InputError("synth", f"volume counts must be >= 0, got {counts}")
     shape = (int(shape[0]), int(shape[1]))
-    _check_args(coils, shape, recon_size, slices, noise_level)
-    check_size(out_dir, coils, shape, recon_size, slices, sum(counts.values()))
-    prefix = "singlecoil" if coils == 1 else "multicoil"
+    choices = (int(coils),) if isinstance(coils, (int, np.integer)) else tuple(map(int, coils))
+    if not choices or (len(choices) > 1 and min(choices) < 2):
+        raise InputError("synth", f"a list of coil counts must hold counts >= 2, got {coils}")
+    for c in choices:
+        _check_args(c, shape, recon_size, slices, noise_level)
+    # the largest count bounds one volume's memory and every volume's disk size
+    check_size(out_dir, max(choices), shape, recon_size, slices, sum(counts.values()))
+    prefix = "singlecoil" if choices == (1,) else "multicoil"
     numbers = iter(_file_numbers(seed, sum(counts.values())))
     out = Path(out_dir)
     written: dict[str, list[Path]] = {}
@@ -498,13 +550,20 @@ def synth_dataset(
         paths = []
         for vol_idx, number in enumerate(names):
             path = out / f"{prefix}_{split}" / f"file{number}.h5"
+            n_coils = choices[0]
+            if len(choices) > 1:
+                pick = np.random.SeedSequence([int(seed), split_idx, vol_idx, 0xC0])
+                n_coils = choices[
+                    int(np.random.Generator(np.random.PCG64(pick)).integers(len(choices)))
+                ]
             vol = synth_volume(
                 np.random.SeedSequence([int(seed), split_idx, vol_idx]),
-                coils=coils,
+                coils=n_coils,
                 shape=shape,
                 recon_size=recon_size,
                 slices=slices,
                 noise_level=noise_level,
+                coil_geometry=coil_geometry,
             )
             write_fastmri_file(
                 path,

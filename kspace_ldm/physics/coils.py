@@ -249,8 +249,17 @@ def estimate_sensitivities(
     window_alpha: float = 0.5,
     eps: float = 1e-6,
     threshold: float = 0.0,
+    method: str = "lowres",
+    espirit: dict | None = None,
 ) -> torch.Tensor:
-    """Estimate coil sensitivities from the fully sampled k-space centre ("ACS low-res / RSS").
+    """Estimate coil sensitivities from the fully sampled k-space centre.
+
+    ``method="lowres"`` (default, below): the "ACS low-res / RSS" estimate. ``method="espirit"``:
+    ESPIRiT (:func:`kspace_ldm.physics.espirit.espirit_maps`, BART ``ecalib -m1`` semantics) on
+    the same calibration region (``num_low_frequencies`` / ``calib_mask`` give its columns and
+    rows, limited to ``calib_size`` 24; neither: auto-detected), with ``espirit`` passing its
+    options (``kernel``, ``calib_size``, ``threshold``, ``crop``, ``phase_ref``);
+    ``window_alpha``, ``eps`` and ``threshold`` apply to ``lowres`` only.
 
     1. Calibration region, from exactly one source:
 
@@ -303,6 +312,12 @@ def estimate_sensitivities(
         raise InputValueError(
             _src(where, "calib_mask"), "give either num_low_frequencies or calib_mask, not both"
         )
+    if method == "espirit":
+        return _espirit(kspace, num_low_frequencies, calib_mask, espirit or {}, where)
+    if method != "lowres":
+        raise InputValueError(
+            _src(where, "method"), f"unknown method {method!r} (available: lowres, espirit)"
+        )
     if calib_mask is not None:
         weight = _weight_from_calib_mask(calib_mask, kspace, window_alpha, where)
     else:
@@ -322,6 +337,22 @@ def estimate_sensitivities(
     if threshold > 0:
         maps = maps * (norm > threshold * peak)
     return maps
+
+
+def _espirit(kspace, num_low_frequencies, calib_mask, options, where) -> torch.Tensor:
+    """ESPIRiT maps with the calibration region restricted like the ``lowres`` path."""
+    from .espirit import espirit_maps
+
+    B, W = kspace.shape[0], kspace.shape[-1]
+    if num_low_frequencies is None and calib_mask is None:
+        return espirit_maps(kspace, where=where, **options)
+    # Zero k-space outside the given region, so the auto-detection finds exactly that region.
+    if calib_mask is not None:
+        keep = _weight_from_calib_mask(calib_mask, kspace, 0.0, where) != 0
+    else:
+        lo, hi = _centre_columns(num_low_frequencies, B, W, kspace.device, where)
+        keep = (_window(lo, hi, W, 0.0) != 0)[:, None, None, :]
+    return espirit_maps(kspace * keep, where=where, **options)
 
 
 def _check_unit_float(value: object, where: str, name: str, upper_inclusive: bool) -> None:

@@ -246,14 +246,16 @@ class KspaceLDMSampler:
             shift = mu_y - scale * mu_u
         return NormStats(shift, scale)
 
-    def _consistency(self, x0, y, mask, stats, pad, refit, anchor):
+    def _consistency(self, x0, y, mask, stats, pad, refit, anchor, project=None):
         """Decode the clean latent estimate, fit the statistics (bounded around ``anchor``),
-        replace the measured samples, re-encode. Returns ``(x0', stats')`` (scaled latents)."""
+        replace the measured samples (or apply ``project``, e.g. the SENSE projection of
+        :mod:`.sense_dc`), re-encode. Returns ``(x0', stats')`` (scaled latents)."""
         s = self.ldm.scale_factor
         x = self.decode(x0 / s, pad)
         if refit:
             stats = self.refit_stats(x, y, mask, anchor)
-        k = dc_project(self.norm.denormalize(x, stats).to(y.dtype), y, mask, 1.0)
+        k = self.norm.denormalize(x, stats).to(y.dtype)
+        k = dc_project(k, y, mask, 1.0) if project is None else project(k)
         z, _ = self.encode(normalize_with(self.norm, k, stats))
         return s * z, stats
 
@@ -278,6 +280,10 @@ class KspaceLDMSampler:
         mask: torch.Tensor,
         options: SamplerOptions = SamplerOptions(),
         generator: torch.Generator | None = None,
+        *,
+        project=None,
+        final=None,
+        start: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The corrected consistency-guided sampler (module docstring).
 
@@ -285,6 +291,9 @@ class KspaceLDMSampler:
             masked: complex ``[B, C, H, W]`` measured k-space, zero where not sampled.
             mask: bool sampling mask broadcastable to it.
             generator: CPU generator for every random draw (start noise, DDIM eta noise).
+            project / final / start: replace the sample replacement inside the loop, the final
+                hard consistency and the encoded start (default ``masked``); the coil-agnostic
+                multi-coil path (:mod:`.sense_dc`) passes its SENSE versions.
 
         Returns:
             Complex ``[B, C, H, W]`` k-space, equal to ``masked`` on every measured sample.
@@ -300,14 +309,14 @@ class KspaceLDMSampler:
         m = _as_mask(mask, y)
         ac = self.alphas_cumprod.to(y.device, torch.float32)
         stats = anchor = estimate_norm_stats(y, m, self.norm, self.ldm.norm_ratio)
-        z, pad = self.encode(normalize_with(self.norm, y, stats))
+        z, pad = self.encode(normalize_with(self.norm, y if start is None else start, stats))
         s = self.ldm.scale_factor
         x0 = s * z
         # A first projection of the zero-filled estimate, so the start is data consistent.
         # The statistics are fitted once, on this first projection, then held fixed: refitting at
         # every step feeds back through the re-encoding and drifts (measured: the scale of one
         # channel fell to 0.4x its estimate over 20 steps while PSNR dropped 6 dB).
-        x0, stats = self._consistency(x0, y, m, stats, pad, options.refit, anchor)
+        x0, stats = self._consistency(x0, y, m, stats, pad, options.refit, anchor, project)
         ts = torch.linspace(t0, 0, steps + 1).round().long().unique_consecutive().tolist()
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         zt = ac[ts[0]].sqrt() * x0 + (1 - ac[ts[0]]).sqrt() * noise
@@ -317,7 +326,7 @@ class KspaceLDMSampler:
                 x0 = self._guide(x0, y, m, stats, pad, guidance)
             if i + 1 == len(ts):
                 break  # the last estimate goes straight to the final k-space consistency
-            x0, _ = self._consistency(x0, y, m, stats, pad, False, anchor)
+            x0, _ = self._consistency(x0, y, m, stats, pad, False, anchor, project)
             tp = ts[i + 1]
             a_t, a_p = ac[t], ac[tp]
             sigma = options.eta * ((1 - a_p) / (1 - a_t) * (1 - a_t / a_p)).clamp_min(0).sqrt()
@@ -325,6 +334,8 @@ class KspaceLDMSampler:
             if options.eta > 0:
                 zt = zt + sigma * torch.randn(zt.shape, generator=generator).to(zt)
         k = self.norm.denormalize(self.decode(x0 / s, pad), stats).to(y.dtype)
+        if final is not None:
+            return final(k)
         return dc_project(k, y, m, 1.0)  # final hard data consistency: measured samples exact
 
     @torch.no_grad()
@@ -393,8 +404,19 @@ class KspaceLDMSampler:
         mask: torch.Tensor,
         options: SamplerOptions = SamplerOptions(),
         generator: torch.Generator | None = None,
+        maps: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run the sampler ``name`` (``cgs`` or ``cgs-ref``)."""
+        """Run the sampler ``name`` (``cgs`` or ``cgs-ref``).
+
+        ``maps [B|1, C, H, W]``: coil sensitivities for the coil-agnostic multi-coil path
+        (a single-coil model on ``C``-coil data, :mod:`.sense_dc`; ``cgs`` only).
+        """
+        if maps is not None:
+            if name != "cgs":
+                raise InputError("sampler", f"coil-agnostic multi-coil needs cgs, not {name!r}")
+            from .sense_dc import coil_agnostic_sample
+
+            return coil_agnostic_sample(self, masked, mask, maps, options, generator)
         if name == "cgs":
             out = self.cgs(masked, mask, options, generator)
             for _ in range(options.samples - 1):
