@@ -22,10 +22,12 @@ from tqdm import tqdm
 from kspace_ldm.data.fastmri import FastMRIFile, list_h5_files, write_reconstruction
 from kspace_ldm.data.masks import MaskResult, apply_mask, create_mask, seed_from_filename
 from kspace_ldm.errors import InputError
-from kspace_ldm.physics.transforms import kspace_to_image, zero_filled
+from kspace_ldm.physics.transforms import center_crop, kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
-SAMPLERS = ("zero-filled", "cgs", "cgs-ref")
+SAMPLERS = ("zero-filled", "cgs", "cgs-ref", "cs-wavelet", "cs-tv")
+# Classical compressed-sensing baselines (kspace_ldm.sampling.cs): no model, Python backend only.
+CS_SAMPLERS = ("cs-wavelet", "cs-tv")
 # The sampler implementations: "python" (kspace_ldm.sampling.cgs, eager PyTorch on an LDM run) and
 # "cpp" (kldm::Sampler through kspace_ldm.sampling.cpp, on an export directory).
 BACKENDS = ("python", "cpp")
@@ -55,6 +57,8 @@ class ReconOptions:
         backend: ``python`` (the reference implementation, eager PyTorch) or ``cpp``
             (``kldm::Sampler`` on AOTInductor packages; same algorithm, defaults and seeds).
         steps / t0 / guidance / eta: sampler settings (:class:`SamplerOptions`; None = default).
+        cs_lambda / cs_iterations: regularisation weight and iterations of the CS baselines
+            (``cs-wavelet``, ``cs-tv``; None = :data:`kspace_ldm.sampling.cs.CS_DEFAULTS`).
         sampler_seed: seeds the sampler's generator, per file and batch (with the file name and
             the first slice index), so a file's result does not depend on the other files.
         png: also write a preview PNG of the middle slice per volume into ``out/png``.
@@ -78,6 +82,8 @@ class ReconOptions:
     sampler_seed: int = 0
     samples: int = 1
     backend: str = "python"
+    cs_lambda: float | None = None
+    cs_iterations: int | None = None
 
 
 @dataclass
@@ -136,8 +142,13 @@ def recon_size(f: FastMRIFile) -> tuple[int, int]:
 
 def load_sampler(options: ReconOptions):
     """The :class:`~kspace_ldm.sampling.cgs.KspaceLDMSampler` of ``options.model`` (None for
-    zero-filled)."""
-    if options.sampler == "zero-filled":
+    zero-filled and the CS baselines, which need no model)."""
+    if options.sampler == "zero-filled" or options.sampler in CS_SAMPLERS:
+        if options.sampler in CS_SAMPLERS and options.backend != "python":
+            raise InputError(
+                "--backend",
+                f"{options.sampler} runs on the python backend only (not {options.backend})",
+            )
         return None
     if not options.model:
         raise InputError("--model", f"the {options.sampler} sampler needs --model RUN_DIR")
@@ -176,7 +187,7 @@ def reconstruct_file(
         raise InputError(
             None, f"unknown sampler {options.sampler!r} (available: {', '.join(SAMPLERS)})"
         )
-    if options.sampler != "zero-filled" and sampler is None:
+    if options.sampler not in ("zero-filled", *CS_SAMPLERS) and sampler is None:
         sampler = load_sampler(options)
     path = Path(path)
     t0 = time.perf_counter()
@@ -188,7 +199,16 @@ def reconstruct_file(
         for start in range(0, f.num_slices, options.batch_size):
             stop = min(start + options.batch_size, f.num_slices)
             masked, mask_used = undersample_slices(f, mask, start, stop, options.device)
-            if sampler is None:
+            if options.sampler in CS_SAMPLERS:
+                from kspace_ldm.sampling.cs import CSOptions, cs_reconstruct
+
+                k = masked if coil_dim is not None else masked[:, None]  # [b, C, H, W]
+                m = torch.as_tensor(mask_used, device=k.device)
+                x = cs_reconstruct(
+                    options.sampler, k, m, CSOptions(options.cs_lambda, options.cs_iterations)
+                )
+                image = center_crop(x.abs(), crop)  # [b, R, R]
+            elif sampler is None:
                 image = zero_filled(masked, crop=crop, coil_dim=coil_dim)  # [b, R, R] float32
             else:
                 from kspace_ldm.sampling.cgs import SamplerOptions
@@ -237,6 +257,13 @@ def reconstruct_file(
 def _sampler_attrs(options: ReconOptions) -> dict:
     if options.sampler == "zero-filled":
         return {}
+    if options.sampler in CS_SAMPLERS:
+        from kspace_ldm.sampling.cs import CS_DEFAULTS
+
+        d = CS_DEFAULTS[options.sampler]
+        lam = d["lam"] if options.cs_lambda is None else options.cs_lambda
+        iters = d["iterations"] if options.cs_iterations is None else options.cs_iterations
+        return {"cs_lambda": float(lam), "cs_iterations": int(iters)}
     out = {
         "model": str(options.model),
         "sampler_seed": options.sampler_seed,
