@@ -842,13 +842,27 @@ def demo(out_dir, acceleration, backend, samples, volumes, slices, seed, threads
 )
 @_device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="CPU threads of torch (0: torch's default); one is robust on a shared machine, as for "
+    "kldm demo.",
+)
 @_handle_errors
-def compare(data, out_dir, methods, model_dir, unet_model, accel, mask_type, device, batch_size):
+def compare(
+    data, out_dir, methods, model_dir, unet_model, accel, mask_type, device, batch_size, threads
+):
     """Compare reconstruction methods on the fastMRI files (with targets) of DATA: one table of
     fastMRI metrics, per-volume CSV, JSON and a PNG panel in OUT."""
+    import torch
+
     from kspace_ldm.compare import run_compare
 
     _require_device(device)
+    if threads:
+        torch.set_num_threads(threads)
     names = [m.strip() for m in methods.split(",") if m.strip()]
     accels = []
     for a in _floats(accel, "--accel"):

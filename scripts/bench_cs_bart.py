@@ -5,9 +5,9 @@ with ``kldm data synth`` seed 0) is undersampled exactly as ``kldm recon`` does 
 mask per volume seeded by file name; 4x cf 0.08, 8x cf 0.04) and reconstructed slice by slice by
 
 * ours: :func:`kspace_ldm.sampling.cs.cs_reconstruct` ``cs-wavelet`` at its defaults;
-* BART: ``bart pics -S -l1 -r LAM -i ITERS -w SCALE`` with the same ``LAM``, iterations and data
-  scale (our 99th-percentile scaling, so ``LAM`` means the same), BART's own wavelet (dau2 with
-  random cycle spinning) and its FISTA; one ``bart`` process per slice (its time includes the
+* BART: ``bart pics -S -l1 -r LAM -i ITERS -w SCALE --wavelet haar`` with the same ``LAM``,
+  iterations, wavelet and data scale (our 99th-percentile scaling, so ``LAM`` means the same), its
+  random cycle spinning and its FISTA; one ``bart`` process per slice (its time includes the
   process start and the .cfl files, as a user calling it would pay);
 
 then evaluated per volume with the fastMRI metrics (``kspace_ldm.metrics``). Prints and writes a
@@ -38,6 +38,8 @@ from kspace_ldm.recon import ReconOptions, recon_size, undersample_slices, volum
 from kspace_ldm.sampling import cs
 
 ACCELS = {4: 0.08, 8: 0.04}
+# BART's name of our default wavelet (BART has haar, dau2 = db2, cdf44)
+BART_WAVELET = {"haar": "haar", "db2": "dau2"}[cs.CS_DEFAULTS["cs-wavelet"]["wavelet"]]
 
 
 def run(data: Path, accel: int, cf: float) -> dict:
@@ -62,7 +64,14 @@ def run(data: Path, accel: int, cf: float) -> dict:
             vol["ours"].append(center_crop(x.abs(), crop)[0].numpy())
             H, W = y.shape[-2:]
             scale = float(cs._scale(cs._Forward(y, m, None, (H, W)).adjoint(y))[0])
-            img, sec = bart_pics(y[0].numpy(), None, d["lam"], d["iterations"], data_scale=scale)
+            img, sec = bart_pics(
+                y[0].numpy(),
+                None,
+                d["lam"],
+                d["iterations"],
+                data_scale=scale,
+                wavelet=BART_WAVELET,
+            )
             res["bart"]["s"] += sec
             vol["bart"].append(center_crop(torch.from_numpy(np.abs(img))[None], crop)[0].numpy())
             n += 1
@@ -96,7 +105,7 @@ def main() -> None:
         lines = [
             f"`cs-wavelet` vs `bart pics -l1` ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
             f"{platform.machine()}, torch {torch.__version__} on 1 thread, bart "
-            "v0.8.00 from Debian; lam "
+            f"v0.8.00 from Debian; {d['wavelet']} wavelet, lam "
             f"{d['lam']}, {d['iterations']} iterations for both; command "
             "`.venv/bin/python scripts/bench_cs_bart.py`)",
             "",

@@ -120,6 +120,12 @@ def main() -> None:
                     f"{np.mean([r[a]['s'] for a in ACCELS]):.3f} | {mark} |"
                 )
             lines.append("")
+        # methods not rerun keep their section of an existing table
+        if args.out.is_file():
+            old = args.out.read_text().split("\n## ")[1:]
+            for section in old:
+                if section.split("\n", 1)[0].strip() not in args.methods.split(","):
+                    lines += ["## " + section.rstrip("\n"), ""]
         atomic_write_text(args.out, "\n".join(lines) + "\n")
         print(f"wrote {args.out}")
 

@@ -58,7 +58,7 @@ def test_fista_fully_sampled_is_the_closed_form(gen):
     assert torch.allclose(cs.fista_wavelet(op, wt, 0.0, 3), x, atol=1e-10)
 
 
-def test_fista_objective_decreases_and_reaches_a_fixed_point():
+def test_fista_objective_decreases_and_reaches_a_fixed_point(one_thread):
     k, _ = _slice()
     m = _mask((1, 32, 32), 4, 0.08)
     y = (k * m).to(torch.complex128)
@@ -78,7 +78,7 @@ def test_fista_objective_decreases_and_reaches_a_fixed_point():
     tail = obj[-100:]
     assert float((tail[1:] - tail[:-1]).max()) < 1e-6 * float(obj[-1])
     # optimality: z is a fixed point of the proximal-gradient map (measured 4.7e-5 relative
-    # after 300 iterations, RES after 1000)
+    # after 300 iterations, 3.5e-6 after 1000)
     g = z - op.adjoint(op.forward(z) - op.y)
     res = (cs.wavelet_prox(wt, g, 0.02) - z).abs().norm() / z.abs().norm()
     assert float(res) < 1e-5, float(res)
@@ -136,16 +136,16 @@ def test_tv_matches_brute_force(gen, coils, one_thread):
     assert f_2k <= f_ref
 
 
-def test_single_and_multicoil_paths_agree():
+def test_single_and_multicoil_paths_agree(one_thread):
     """One coil of ones through the SENSE path (K = (A, grad)) solves the same problem as the
     single-coil path (exact data prox)."""
     k, _ = _slice()
     m = _mask((1, 32, 32), 4, 0.08)
     y = (k * m).to(torch.complex128)
     ones = torch.ones(1, 1, 32, 32, dtype=torch.complex128)
-    a = cs_reconstruct("cs-tv", y, m, CSOptions(iterations=1500))
-    b = cs_reconstruct("cs-tv", y, m, CSOptions(iterations=1500), maps=ones)
-    # measured: max |a - b| / max |a| ~ 2e-4 at 1500 iterations (both converge to one minimiser)
+    a = cs_reconstruct("cs-tv", y, m, CSOptions(iterations=500))
+    b = cs_reconstruct("cs-tv", y, m, CSOptions(iterations=500), maps=ones)
+    # measured: max |a - b| / max |a| = 2.7e-4 at 500 iterations (one minimiser, two algorithms)
     assert float((a - b).abs().max() / a.abs().max()) < 2e-3
     c = cs_reconstruct("cs-wavelet", y, m, CSOptions(iterations=50))
     d = cs_reconstruct("cs-wavelet", y, m, CSOptions(iterations=50), maps=ones)
@@ -153,7 +153,7 @@ def test_single_and_multicoil_paths_agree():
 
 
 @pytest.mark.parametrize("device", devices())
-def test_cs_beats_zero_filled_at_4x(device):
+def test_cs_beats_zero_filled_at_4x(device, one_thread):
     k, target = _slice(shape=(96, 96), recon=48, seed=11)
     m = _mask((1, 96, 96), 4, 0.08, seed=5)
     y = (k * m).to(device)
@@ -215,8 +215,8 @@ def test_multicoil_recon_runs(tmp_path):
 
 
 def test_agrees_with_bart_pics(tmp_path):
-    """One 96x96 slice at 4x: our FISTA L1-wavelet (db4) against ``bart pics -l1`` (its dau2
-    wavelet with random cycle spinning, same data scaling via -w, same lam and iterations)."""
+    """One 96x96 slice at 4x: our FISTA L1-wavelet against ``bart pics -l1`` (same wavelet, data
+    scaling via -w, lam and iterations; both with random cycle spinning)."""
     from kspace_ldm.bench.bart import bart_available, bart_pics
 
     if not bart_available():
@@ -224,10 +224,10 @@ def test_agrees_with_bart_pics(tmp_path):
     k, target = _slice(shape=(96, 96), recon=48, seed=11)
     m = _mask((1, 96, 96), 4, 0.08, seed=5)
     y = k * m
-    lam = cs.CS_DEFAULTS["cs-wavelet"]["lam"]
+    d = cs.CS_DEFAULTS["cs-wavelet"]
     ours = center_crop(cs_reconstruct("cs-wavelet", y, m).abs(), (48, 48)).numpy()
     scale = float(cs._scale(cs._Forward(y, m, None, (96, 96)).adjoint(y))[0])
-    img, _ = bart_pics(y[0].numpy(), None, lam, 100, data_scale=scale)
+    img, _ = bart_pics(y[0].numpy(), None, d["lam"], d["iterations"], scale, d["wavelet"])
     theirs = center_crop(torch.from_numpy(np.abs(img))[None], (48, 48)).numpy()
     p_ours, p_bart = psnr(target[None], ours), psnr(target[None], theirs)
     # measured on this slice: |difference| 0.0 dB; the issue asks for agreement within 0.5 dB
