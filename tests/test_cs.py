@@ -162,8 +162,9 @@ def test_cs_beats_zero_filled_at_4x(device, one_thread):
     for method in cs.CS_SAMPLERS:
         x = cs_reconstruct(method, y, m.to(device))
         rec = center_crop(x.abs(), (48, 48)).cpu().numpy()
-        # measured on this slice (seed 11, 4x, cf 0.08): zero-filled 28.9 dB; margins below
-        assert psnr(target[None], rec) > p_zf + 1.0, method
+        # measured on this slice (seed 11, 4x, cf 0.08) on the CPU: zero-filled 23.80 dB,
+        # cs-wavelet 26.42 (+2.6), cs-tv 26.80 (+3.0); required: +1.5 dB
+        assert psnr(target[None], rec) > p_zf + 1.5, method
 
 
 def test_recon_cli_cs_and_backend_error(tmp_path):
@@ -230,7 +231,9 @@ def test_agrees_with_bart_pics(tmp_path):
     img, _ = bart_pics(y[0].numpy(), None, d["lam"], d["iterations"], scale, d["wavelet"])
     theirs = center_crop(torch.from_numpy(np.abs(img))[None], (48, 48)).numpy()
     p_ours, p_bart = psnr(target[None], ours), psnr(target[None], theirs)
-    # measured on this slice: |difference| 0.0 dB; the issue asks for agreement within 0.5 dB
+    # measured on this slice: ours 26.42 dB, bart 26.74 dB (difference 0.32 dB; over the demo test
+    # split the mean differences are 0.13 dB at 4x and 0.43 dB at 8x, docs/benchmarks.md); the
+    # issue asks for agreement within 0.5 dB
     assert abs(p_ours - p_bart) < 0.5, (p_ours, p_bart)
 
 
