@@ -235,7 +235,7 @@ def reconstruct_file(
         mask = mask_used
         attrs = {
             "sampler": options.sampler,
-            **_sampler_attrs(options),
+            **_sampler_attrs(options, 2 if coil_dim is not None else 1),
             "acceleration_nominal": float(result.acceleration) if result else float("nan"),
             "effective_acceleration": float(mask.size / max(int(mask.sum()), 1)),
         }
@@ -254,16 +254,15 @@ def reconstruct_file(
         )
 
 
-def _sampler_attrs(options: ReconOptions) -> dict:
+def _sampler_attrs(options: ReconOptions, coils: int = 1) -> dict:
     if options.sampler == "zero-filled":
         return {}
     if options.sampler in CS_SAMPLERS:
-        from kspace_ldm.sampling.cs import CS_DEFAULTS
+        from kspace_ldm.sampling.cs import CSOptions, resolve_settings
 
-        d = CS_DEFAULTS[options.sampler]
-        lam = d["lam"] if options.cs_lambda is None else options.cs_lambda
-        iters = d["iterations"] if options.cs_iterations is None else options.cs_iterations
-        return {"cs_lambda": float(lam), "cs_iterations": int(iters)}
+        opts = CSOptions(options.cs_lambda, options.cs_iterations)
+        d = resolve_settings(options.sampler, opts, coils)
+        return {"cs_lambda": d["lam"], "cs_iterations": d["iterations"]}
     out = {
         "model": str(options.model),
         "sampler_seed": options.sampler_seed,
