@@ -356,11 +356,13 @@ def convert(src, dst, to, overwrite) -> None:
 )
 @click.option(
     "--sampler",
-    type=click.Choice(["zero-filled", "cgs", "cgs-ref", "unet"]),
+    type=click.Choice(["zero-filled", "cgs", "cgs-ref", "unet", "cs-wavelet", "cs-tv"]),
     default=None,
     help="Reconstruction method: cgs (corrected consistency-guided LDM sampler; the default "
     "with --model), cgs-ref (the reference algorithm), unet (the supervised U-Net baseline, "
-    "--model a kldm train --stage unet run), zero-filled (the default without --model).",
+    "--model a kldm train --stage unet run), zero-filled (the default without --model), "
+    "cs-wavelet / cs-tv (compressed-sensing baselines: L1-wavelet by FISTA, total variation by "
+    "Chambolle-Pock; no model).",
 )
 @click.option(
     "--model",
@@ -449,6 +451,19 @@ def convert(src, dst, to, overwrite) -> None:
     show_default=True,
     help="Sampler seed (combined with each file name and slice index).",
 )
+@click.option(
+    "--cs-lambda",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="cs-wavelet / cs-tv regularisation weight, relative to the image intensity "
+    "(default: chosen on the synthetic validation split, kspace_ldm.sampling.cs.CS_DEFAULTS).",
+)
+@click.option(
+    "--cs-iters",
+    type=click.IntRange(min=1),
+    default=None,
+    help="cs-wavelet / cs-tv iterations (default: CS_DEFAULTS).",
+)
 @click.option("--png", is_flag=True, help="Write a PNG preview of each volume's middle slice.")
 @click.option(
     "--format",
@@ -498,6 +513,8 @@ def recon(
     center_fraction,
     mask_seed,
     seed,
+    cs_lambda,
+    cs_iters,
     png,
     out_formats,
     device,
@@ -514,7 +531,7 @@ def recon(
 
     if sampler is None:
         sampler = "cgs" if model_dir is not None else "zero-filled"
-    if sampler != "zero-filled" and model_dir is None:
+    if sampler not in ("zero-filled", "cs-wavelet", "cs-tv") and model_dir is None:
         raise click.UsageError(f"--sampler {sampler} needs --model RUN_DIR")
     _require_device(device)
     accels = _floats(accel, "--accel")
@@ -547,6 +564,8 @@ def recon(
         overwrite=overwrite,
         expect_sha256=expect_sha256,
         coil_combine=coil_combine,
+        cs_lambda=cs_lambda,
+        cs_iterations=cs_iters,
     )
     reports = reconstruct(input_path, out_dir, opts)
     if not reports:
@@ -1039,6 +1058,86 @@ def demo(out_dir, acceleration, backend, samples, volumes, slices, seed, threads
     click.echo(
         f"panel:   {summary.panel}\nmetrics: {summary.markdown} and {summary.json}\n"
         f"time:    {summary.metrics['seconds']['total']:.1f} s"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+@main.command()
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--methods",
+    default="zero-filled,cs-wavelet,cs-tv,cgs",
+    show_default=True,
+    help="Comma-separated: zero-filled, cs-wavelet, cs-tv, unet, cgs-ref, cgs.",
+)
+@click.option(
+    "--model",
+    "model_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="LDM run for cgs / cgs-ref (default: the bundled demo model).",
+)
+@click.option(
+    "--unet-model",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="U-Net run for the unet method.",
+)
+@click.option("--accel", default="4,8", show_default=True, help="Accelerations, comma-separated.")
+@click.option(
+    "--mask",
+    "mask_type",
+    default="random",
+    show_default=True,
+    type=click.Choice(["random", "equispaced", "equispaced_fraction", "magic", "magic_fraction"]),
+)
+@_device_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="CPU threads of torch (0: torch's default); one is robust on a shared machine, as for "
+    "kldm demo.",
+)
+@_handle_errors
+def compare(
+    data, out_dir, methods, model_dir, unet_model, accel, mask_type, device, batch_size, threads
+):
+    """Compare reconstruction methods on the fastMRI files (with targets) of DATA: one table of
+    fastMRI metrics, per-volume CSV, JSON and a PNG panel in OUT."""
+    import torch
+
+    from kspace_ldm.compare import run_compare
+
+    _require_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    accels = []
+    for a in _floats(accel, "--accel"):
+        if a != int(a) or a < 1:
+            raise click.BadParameter(
+                f"expected integer accelerations, got {accel!r}", param_hint="--accel"
+            )
+        accels.append(int(a))
+    summary = run_compare(
+        data,
+        out_dir,
+        names,
+        accels,
+        model=model_dir,
+        unet_model=unet_model,
+        mask_type=mask_type,
+        device=device,
+        batch_size=batch_size,
+    )
+    click.echo(summary.table)
+    click.echo(
+        f"table: {summary.markdown}\nper volume: {summary.csv}\njson: {summary.json}\n"
+        f"panel: {summary.panel}"
     )
 
 

@@ -36,10 +36,12 @@ from kspace_ldm.data.fastmri import (
 from kspace_ldm.data.masks import MaskResult, apply_mask, create_mask, seed_from_filename
 from kspace_ldm.errors import InputError
 from kspace_ldm.io import check_output_dir
-from kspace_ldm.physics.transforms import kspace_to_image, zero_filled
+from kspace_ldm.physics.transforms import center_crop, kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
-SAMPLERS = ("zero-filled", "cgs", "cgs-ref", "unet")
+SAMPLERS = ("zero-filled", "cgs", "cgs-ref", "unet", "cs-wavelet", "cs-tv")
+# Classical compressed-sensing baselines (kspace_ldm.sampling.cs): no model, Python backend only.
+CS_SAMPLERS = ("cs-wavelet", "cs-tv")
 # The sampler implementations: "python" (kspace_ldm.sampling.cgs, eager PyTorch on an LDM run) and
 # "cpp" (kldm::Sampler through kspace_ldm.sampling.cpp, on an export directory).
 BACKENDS = ("python", "cpp")
@@ -70,6 +72,8 @@ class ReconOptions:
         backend: ``python`` (the reference implementation, eager PyTorch) or ``cpp``
             (``kldm::Sampler`` on AOTInductor packages; same algorithm, defaults and seeds).
         steps / t0 / guidance / eta: sampler settings (:class:`SamplerOptions`; None = default).
+        cs_lambda / cs_iterations: regularisation weight and iterations of the CS baselines
+            (``cs-wavelet``, ``cs-tv``; None = :data:`kspace_ldm.sampling.cs.CS_DEFAULTS`).
         sampler_seed: seeds the sampler's generator, per file and batch (with the file name and
             the first slice index), so a file's result does not depend on the other files.
         png: also write a preview PNG of the middle slice per volume into ``out/png``.
@@ -108,6 +112,8 @@ class ReconOptions:
     overwrite: bool = False
     expect_sha256: str | None = None
     coil_combine: str = "auto"
+    cs_lambda: float | None = None
+    cs_iterations: int | None = None
 
 
 @dataclass
@@ -272,8 +278,14 @@ def recon_size(f: FastMRIFile) -> tuple[int, int]:
 
 def load_sampler(options: ReconOptions):
     """The :class:`~kspace_ldm.sampling.cgs.KspaceLDMSampler` of ``options.model`` (None for
-    zero-filled; the :class:`~kspace_ldm.models.image_unet.ImageUNet` for ``unet``)."""
-    if options.sampler == "zero-filled":
+    zero-filled and the CS baselines, which need no model; the
+    :class:`~kspace_ldm.models.image_unet.ImageUNet` for ``unet``)."""
+    if options.sampler == "zero-filled" or options.sampler in CS_SAMPLERS:
+        if options.sampler in CS_SAMPLERS and options.backend != "python":
+            raise InputError(
+                "--backend",
+                f"{options.sampler} runs on the python backend only (not {options.backend})",
+            )
         return None
     if not options.model:
         raise InputError("--model", f"the {options.sampler} sampler needs --model RUN_DIR")
@@ -326,7 +338,7 @@ def reconstruct_file(
         raise InputError(
             None, f"unknown sampler {options.sampler!r} (available: {', '.join(SAMPLERS)})"
         )
-    if options.sampler != "zero-filled" and sampler is None:
+    if options.sampler not in ("zero-filled", *CS_SAMPLERS) and sampler is None:
         sampler = load_sampler(options)
     path = Path(path)
     t0 = time.perf_counter()
@@ -339,7 +351,16 @@ def reconstruct_file(
         for start in range(0, f.num_slices, options.batch_size):
             stop = min(start + options.batch_size, f.num_slices)
             masked, mask_used = undersample_slices(f, mask, start, stop, options.device)
-            if sampler is None:
+            if options.sampler in CS_SAMPLERS:
+                from kspace_ldm.sampling.cs import CSOptions, cs_reconstruct
+
+                k = masked if coil_dim is not None else masked[:, None]  # [b, C, H, W]
+                m = torch.as_tensor(mask_used, device=k.device)
+                x = cs_reconstruct(
+                    options.sampler, k, m, CSOptions(options.cs_lambda, options.cs_iterations)
+                )
+                image = center_crop(x.abs(), crop)  # [b, R, R]
+            elif sampler is None:
                 image = zero_filled(masked, crop=crop, coil_dim=coil_dim)  # [b, R, R] float32
             elif options.sampler == "unet":
                 # The U-Net's input is the zero-filled image at the target size (its training).
@@ -375,7 +396,7 @@ def reconstruct_file(
         mask = mask_used
         attrs = {
             "sampler": options.sampler,
-            **_sampler_attrs(options),
+            **_sampler_attrs(options, 2 if coil_dim is not None else 1),
             "acceleration_nominal": float(result.acceleration) if result else float("nan"),
             "effective_acceleration": float(mask.size / max(int(mask.sum()), 1)),
         }
@@ -437,9 +458,15 @@ def coil_maps(kspace: torch.Tensor, source) -> torch.Tensor:
     return maps
 
 
-def _sampler_attrs(options: ReconOptions) -> dict:
+def _sampler_attrs(options: ReconOptions, coils: int = 1) -> dict:
     if options.sampler == "zero-filled":
         return {}
+    if options.sampler in CS_SAMPLERS:
+        from kspace_ldm.sampling.cs import CSOptions, resolve_settings
+
+        opts = CSOptions(options.cs_lambda, options.cs_iterations)
+        d = resolve_settings(options.sampler, opts, coils)
+        return {"cs_lambda": d["lam"], "cs_iterations": d["iterations"]}
     if options.sampler == "unet":
         return {"model": str(options.model)}
     out = {
@@ -544,6 +571,7 @@ def output_lock(out_dir: str | Path):
     import fcntl
 
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     name = LOCK_NAME if world <= 1 else f".kldm-recon.rank{os.environ.get('RANK', '0')}.lock"
@@ -560,4 +588,10 @@ def output_lock(out_dir: str | Path):
         try:
             yield path
         finally:
+            # The lock file goes while still held (an input error must leave no trace in OUT; a
+            # run that opens it after this takes a fresh lock, the previous run being done), and
+            # so does an output folder this run created and left empty.
+            path.unlink(missing_ok=True)
             fcntl.flock(fh, fcntl.LOCK_UN)
+    if created and not any(out_dir.iterdir()):
+        out_dir.rmdir()

@@ -127,9 +127,11 @@ def test_demo_end_to_end_cgs_beats_zero_filled(tmp_path):
     out = tmp_path / "demo"
     res = run("demo", "--out", out)
     assert "| cgs |" in res.output and "| zero-filled |" in res.output
+    assert "| cs-wavelet |" in res.output  # the compressed-sensing row
     assert (out / "panel.png").read_bytes()[:4] == b"\x89PNG"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"zero-filled", "cgs", "seconds"} <= set(metrics)
+    assert {"zero-filled", "cs-wavelet", "cgs", "seconds"} <= set(metrics)
+    assert metrics["cs-wavelet"]["psnr"] > metrics["zero-filled"]["psnr"]
     for method in ("zero-filled", "cgs"):
         assert set(metrics[method]) == {"nmse", "psnr", "ssim"}
     zf, cgs = metrics["zero-filled"], metrics["cgs"]
