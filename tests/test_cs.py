@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from cli_runner import run
-from conftest import devices
+from helpers import devices
 
 from kspace_ldm.data.masks import create_mask
 from kspace_ldm.data.synth import synth_volume
