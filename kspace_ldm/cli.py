@@ -145,6 +145,15 @@ def _floats(text: str, name: str) -> list[float]:
 _device_option = click.option(
     "--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])
 )
+#: ``--threads N`` of the commands that time reconstructions (demo, compare).
+_threads_option = click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="CPU threads of torch (0: torch's default). One thread is robust on a shared machine: "
+    "2 threads on 2 busy cores ran 4-15x slower (docs/benchmarks.md).",
+)
 #: ``--json FILE``: where to write the result as JSON.
 _json_option = click.option(
     "--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), callback=_out_file
@@ -1021,14 +1030,7 @@ def bench_train(configs, size, batch_size, steps, device, threads, overrides, js
     show_default=True,
     help="Seed of the generated held-out volumes (never the training data's seed, 0).",
 )
-@click.option(
-    "--threads",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="CPU threads of torch (0: torch's default). One thread is robust on a shared machine: "
-    "2 threads on 2 busy cores ran 4-15x slower (docs/benchmarks.md).",
-)
+@_threads_option
 @_handle_errors
 def demo(out_dir, acceleration, backend, samples, volumes, slices, seed, threads) -> None:
     """Reconstruct generated held-out scans with the bundled pretrained model.
@@ -1064,7 +1066,13 @@ def demo(out_dir, acceleration, backend, samples, volumes, slices, seed, threads
 # --------------------------------------------------------------------------------------------
 @main.command()
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    callback=_out_dir,
+)
 @click.option(
     "--methods",
     default="zero-filled,cs-wavelet,cs-tv,cgs",
@@ -1094,14 +1102,7 @@ def demo(out_dir, acceleration, backend, samples, volumes, slices, seed, threads
 )
 @_device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=0),
-    default=1,
-    show_default=True,
-    help="CPU threads of torch (0: torch's default); one is robust on a shared machine, as for "
-    "kldm demo.",
-)
+@_threads_option
 @_handle_errors
 def compare(
     data, out_dir, methods, model_dir, unet_model, accel, mask_type, device, batch_size, threads

@@ -48,12 +48,12 @@ from ..config import (
 )
 from ..errors import InputError
 from ..io import atomic_write_text
-from ..metrics import nmse, psnr, ssim
 from ..models import FirstStageLoss, FirstStageModel, build_model, build_normalizer
 from ..models.kspace_norm import KspaceNormalizer
 from ..viz import panel, save_png
 from . import checkpoint as ckpt
 from .data import FirstStageDataset, StepBatchSampler, check_same_coils, collate
+from .validation import score_slices
 
 __all__ = ["LRSchedule", "TrainResult", "evaluate_model", "train"]
 
@@ -206,50 +206,22 @@ def evaluate_model(
     panels: int = 0,
 ) -> tuple[dict[str, float], list[tuple[np.ndarray, np.ndarray]]]:
     """Encode/decode every slice of ``dataset`` (posterior mode for KL models) and score the
-    images formed from the decoded k-space against the targets.
-
-    PSNR/SSIM use the volume's ``max`` attribute as data range (fastMRI), per slice, averaged
-    over slices; NMSE per slice, averaged.
-
-    Returns:
-        ``({"psnr", "ssim", "nmse", "slices"}, [(target, recon), ...])`` with up to ``panels``
-        image pairs for figures.
-    """
+    images formed from the decoded k-space against the targets (:func:`score_slices`)."""
     was_training = model.training
     model.eval()
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "nmse": []}
-    pairs: list[tuple[np.ndarray, np.ndarray]] = []
-    pending: list = []
 
-    def flush() -> None:
-        if not pending:
-            return
-        b = collate(pending)
-        pending.clear()
+    def reconstruct(items: list) -> tuple[np.ndarray, dict]:
+        b = collate(items)
         k = b["kspace"].to(device)
         x, stats = normalizer.normalize(k)
         enc = model.encode(x, sample=False) if model.is_kl else model.encode(x)
         x_hat = model.decode(enc).float()
-        images = normalizer.to_image(x_hat, stats, b["crop"]).cpu().numpy()
-        targets = b["target"].numpy()
-        for i in range(images.shape[0]):
-            gt, pred, mx = targets[i][None], images[i][None], float(b["max_value"][i])
-            scores["psnr"].append(psnr(gt, pred, mx))
-            scores["ssim"].append(ssim(gt, pred, mx))
-            scores["nmse"].append(nmse(gt, pred))
-            if len(pairs) < panels:
-                pairs.append((targets[i], images[i]))
+        return normalizer.to_image(x_hat, stats, b["crop"]).cpu().numpy(), b
 
-    for i in range(len(dataset)):
-        item = dataset[i]
-        if pending and (item.kspace.shape != pending[0].kspace.shape or len(pending) >= batch_size):
-            flush()
-        pending.append(item)
-    flush()
-    model.train(was_training)
-    out = {k: float(np.mean(v)) for k, v in scores.items()}
-    out["slices"] = len(scores["psnr"])
-    return out, pairs
+    try:
+        return score_slices(dataset, reconstruct, batch_size, panels)
+    finally:
+        model.train(was_training)
 
 
 def _panel_image(pairs: list[tuple[np.ndarray, np.ndarray]], label: str = "decoded") -> np.ndarray:

@@ -24,10 +24,10 @@ import torch
 
 from ..config import TrainConfig
 from ..data.masks import apply_mask, create_mask, seed_from_filename
-from ..metrics import nmse, psnr, ssim
 from ..models.image_unet import ImageUNet, build_image_unet, load_unet
 from ..physics.transforms import zero_filled
 from .data import FirstStageDataset, collate
+from .validation import score_slices
 
 __all__ = ["UNetStage", "build_image_unet", "load_unet"]
 
@@ -95,10 +95,7 @@ class UNetStage:
         """
         was_training = model.training
         model.eval()
-        scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "nmse": []}
-        pairs: list[tuple[np.ndarray, np.ndarray]] = []
         masks: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
-        pending: list = []
 
         def volume_mask(item) -> np.ndarray:
             key = (item.fname, tuple(item.kspace.shape))
@@ -107,32 +104,13 @@ class UNetStage:
                 masks[key] = self.mask_func(tuple(item.kspace.shape), seed=seed).mask
             return masks[key]
 
-        def flush() -> None:
-            if not pending:
-                return
-            b = collate(pending)
-            m = np.stack([volume_mask(it) for it in pending])
-            pending.clear()
+        def reconstruct(items: list) -> tuple[np.ndarray, dict]:
+            b = collate(items)
+            m = np.stack([volume_mask(it) for it in items])
             image = self.zero_filled_batch(b["kspace"].to(self.device), m, b["crop"])
-            recon = model(image)[:, 0].float().cpu().numpy()
-            targets = b["target"].numpy()
-            for i in range(recon.shape[0]):
-                gt, pred, mx = targets[i][None], recon[i][None], float(b["max_value"][i])
-                scores["psnr"].append(psnr(gt, pred, mx))
-                scores["ssim"].append(ssim(gt, pred, mx))
-                scores["nmse"].append(nmse(gt, pred))
-                if len(pairs) < panels:
-                    pairs.append((targets[i], recon[i]))
+            return model(image)[:, 0].float().cpu().numpy(), b
 
-        for i in range(len(dataset)):
-            item = dataset[i]
-            if pending and (
-                item.kspace.shape != pending[0].kspace.shape or len(pending) >= batch_size
-            ):
-                flush()
-            pending.append(item)
-        flush()
-        model.train(was_training)
-        out = {k: float(np.mean(v)) for k, v in scores.items()}
-        out["slices"] = len(scores["psnr"])
-        return out, pairs
+        try:
+            return score_slices(dataset, reconstruct, batch_size, panels)
+        finally:
+            model.train(was_training)
