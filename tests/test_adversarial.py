@@ -259,8 +259,17 @@ def test_kldm_recon_tool_expect_sha256(tmp_path):
     tool = build_info()["recon_tool"]
     if not tool:
         pytest.skip("kldm-recon was not built (no HDF5 C library at build time)")
+    from kspace_ldm.data.synth import synth_volume, write_challenge_test_file
+
     d, digest = _fake_export(tmp_path, json.dumps({"format": "not-an-export"}))
-    args = [tool, str(tmp_path / "in.h5"), str(tmp_path / "out.h5"), "--model", str(d)]
+    # a valid input: kldm-recon reads (and checks) its input before it loads the model
+    vol = synth_volume(3, coils=1, shape=(32, 24), recon_size=16, slices=2)
+    full = write_fastmri_file(tmp_path / "full.h5", vol.kspace, header=vol.header)
+    mask = np.zeros(24, dtype=bool)
+    mask[::2] = True
+    mask[10:14] = True
+    inp = write_challenge_test_file(full, tmp_path / "in.h5", mask, 4, 4)
+    args = [tool, str(inp), str(tmp_path / "out.h5"), "--model", str(d)]
     res = subprocess.run([*args, "--expect-sha256", "a" * 64], capture_output=True, text=True)
     assert res.returncode != 0 and "differs from the pinned --expect-sha256" in res.stderr
     assert res.stderr.count("\n") == 1
