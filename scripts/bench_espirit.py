@@ -19,19 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kspace_ldm.bench.bart import read_cfl, write_cfl
 from kspace_ldm.data.masks import create_mask
 from kspace_ldm.data.synth import synth_volume
 from kspace_ldm.physics.espirit import espirit_maps
-
-
-def _write_cfl(base: Path, arr: np.ndarray) -> None:
-    base.with_suffix(".hdr").write_text("# Dimensions\n" + " ".join(map(str, arr.shape)) + "\n")
-    np.asarray(arr, np.complex64).ravel(order="F").tofile(base.with_suffix(".cfl"))
-
-
-def _read_cfl(base: Path) -> np.ndarray:
-    dims = [int(d) for d in base.with_suffix(".hdr").read_text().splitlines()[1].split()]
-    return np.fromfile(base.with_suffix(".cfl"), np.complex64).reshape(dims, order="F")
 
 
 def main() -> None:
@@ -63,7 +54,7 @@ def main() -> None:
         print("bart: not installed")
         return
     d = Path(tempfile.mkdtemp())
-    _write_cfl(d / "k", k.permute(1, 2, 0).numpy()[:, :, None, :])
+    write_cfl(d / "k", k.permute(1, 2, 0).numpy()[:, :, None, :])
     bt = []
     for _ in range(a.repeat):
         t = time.perf_counter()
@@ -71,7 +62,7 @@ def main() -> None:
             ["bart", "ecalib", "-m1", str(d / "k"), str(d / "s")], check=True, capture_output=True
         )
         bt.append(time.perf_counter() - t)
-    sb = torch.from_numpy(_read_cfl(d / "s").reshape(h, w, a.coils)).permute(2, 0, 1)
+    sb = torch.from_numpy(read_cfl(d / "s").reshape(h, w, a.coils)).permute(2, 0, 1)
     shutil.rmtree(d)
     num = (ours.conj() * sb).sum(0).abs()
     den = ours.abs().square().sum(0).sqrt() * sb.abs().square().sum(0).sqrt()

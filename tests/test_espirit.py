@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from kspace_ldm.bench.bart import read_cfl, write_cfl
 from kspace_ldm.errors import InputError
 from kspace_ldm.physics.coils import estimate_sensitivities
 from kspace_ldm.physics.espirit import calibration_region, espirit_maps
@@ -90,16 +90,6 @@ def test_no_calibration_region_is_one_line_error():
 # ---------------------------------------------------------------------------------------------
 
 
-def _write_cfl(base: Path, arr: np.ndarray) -> None:
-    base.with_suffix(".hdr").write_text("# Dimensions\n" + " ".join(map(str, arr.shape)) + "\n")
-    np.asarray(arr, np.complex64).ravel(order="F").tofile(base.with_suffix(".cfl"))
-
-
-def _read_cfl(base: Path) -> np.ndarray:
-    dims = [int(d) for d in base.with_suffix(".hdr").read_text().splitlines()[1].split()]
-    return np.fromfile(base.with_suffix(".cfl"), np.complex64).reshape(dims, order="F")
-
-
 @pytest.mark.skipif(shutil.which("bart") is None, reason="bart (Debian package) not installed")
 @pytest.mark.parametrize("coils", [4, 8])
 def test_agrees_with_bart_ecalib(tmp_path, coils, one_thread):
@@ -109,16 +99,16 @@ def test_agrees_with_bart_ecalib(tmp_path, coils, one_thread):
     mask[26:38] = True
     ku = (k * mask)[0]  # [C, H, W]
     # BART dims [x y z coils] = [H, W, 1, C]; its centred FFT matches fft2c for even sizes.
-    _write_cfl(tmp_path / "k", ku.permute(1, 2, 0).numpy()[:, :, None, :])
+    write_cfl(tmp_path / "k", ku.permute(1, 2, 0).numpy()[:, :, None, :])
     subprocess.run(
         ["bart", "ecalib", "-m1", *(str(tmp_path / n) for n in ("k", "s", "e"))],
         check=True,
         capture_output=True,
     )
-    s_bart = torch.from_numpy(_read_cfl(tmp_path / "s").reshape(64, 64, coils)).permute(2, 0, 1)
+    s_bart = torch.from_numpy(read_cfl(tmp_path / "s").reshape(64, 64, coils)).permute(2, 0, 1)
     ours, ev = espirit_maps(ku[None], return_eigenvalues=True)
     ours = ours[0]
-    s_ev = torch.from_numpy(_read_cfl(tmp_path / "e").reshape(64, 64)).real
+    s_ev = torch.from_numpy(read_cfl(tmp_path / "e").reshape(64, 64)).real
     cos = _cos(ours, s_bart)[support]
     # measured worst case inside the support: 0.9999998 (4 and 8 coils)
     assert cos.min() > 0.99999, cos.min()
