@@ -136,6 +136,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp creates the file 0600; give the result the mode a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
@@ -143,6 +145,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if isinstance(err, Exception) and not isinstance(err, KldmError):
             _raise_write_error(err, path)
         raise
+
+
+def _current_umask() -> int:
+    """The process umask (only readable by setting it; set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _raise_write_error(err: BaseException, path: Path) -> None:
