@@ -163,7 +163,7 @@ def test_unet_pads_odd_latents_and_the_loss_sees_the_valid_region_only():
     loss does not depend on anything the UNet writes into the padded border."""
     from kspace_ldm.config import load_config
     from kspace_ldm.models.ldm import build_noise_scheduler, build_unet, unet_multiple
-    from kspace_ldm.training.ldm_trainer import diffusion_loss
+    from kspace_ldm.training.ldm_stage import diffusion_loss
 
     cfg = load_config(CONFIGS / "ldm_ref.yaml", REF_LDM[1])
     torch.manual_seed(0)

@@ -424,7 +424,7 @@ def test_step_sampler_shards_and_resumes():
 
 
 def test_lr_schedules():
-    from kspace_ldm.training.trainer import LRSchedule
+    from kspace_ldm.training.loop import LRSchedule
 
     cos = LRSchedule("cosine", 110, 10, 0.1, 1, 1.0)
     assert cos(0) == pytest.approx(0.1) and cos(9) == pytest.approx(1.0)

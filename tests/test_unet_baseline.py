@@ -70,7 +70,7 @@ def test_fastmri_geometry_640x368_to_320_crop(one_thread):
     zf = stage.zero_filled_batch(k, masks, (320, 320))
     assert zf.shape == (1, 1, 320, 320)
     with torch.no_grad():
-        out = stage.model.eval()(zf)
+        out = stage.build_model().eval()(zf)
     assert out.shape == (1, 1, 320, 320)
 
 

@@ -1,4 +1,5 @@
-"""Training framework: data, checkpoints, logging and the first-stage trainer (``kldm train``)."""
+"""Training framework: data, checkpoints, logging, the one training loop and its stages
+(``kldm train``)."""
 
 from .trainer import TrainResult, evaluate_model, train
 

@@ -1,8 +1,9 @@
 """The per-stage part of ``kldm train --stage unet``: fastMRI's supervised U-Net recipe.
 
-The training loop, run directory, checkpoints, resume, logging and progress bar are the first
-stage's (:func:`kspace_ldm.training.trainer.train`, which calls into :class:`UNetStage` for the
-loss and the validation); the data are the same fastMRI-format slices
+The training loop, run directory, checkpoints, resume, logging and progress bar are the one loop
+of every stage (:func:`kspace_ldm.training.loop.run_training`); :class:`UNetStage` is a
+:class:`~kspace_ldm.training.first_stage.FirstStage` with its own model, loss and validation
+reconstruction: the data are the same fastMRI-format slices
 (:class:`~kspace_ldm.training.data.FirstStageDataset`, fully sampled k-space + target).
 
 Per training sample: draw a mask with the configured fastMRI mask function (a new one per sample
@@ -27,6 +28,7 @@ from ..data.masks import apply_mask, create_mask, seed_from_filename
 from ..models.image_unet import ImageUNet, build_image_unet, load_unet
 from ..physics.transforms import zero_filled
 from .data import FirstStageDataset, collate
+from .first_stage import FirstStage
 from .validation import score_slices
 
 __all__ = ["UNetStage", "build_image_unet", "load_unet"]
@@ -34,22 +36,28 @@ __all__ = ["UNetStage", "build_image_unet", "load_unet"]
 _SEED_MOD = 2**32  # fastMRI mask seeds are ints (or tuples of ints) in [0, 2**32)
 
 
-class UNetStage:
-    """Loss and validation of the U-Net stage (used by the shared training loop).
+class UNetStage(FirstStage):
+    """Model, loss and validation of the U-Net stage (the data, step and state are the first
+    stage's; no discriminator).
 
     Args:
         cfg: the run's config (``stage: unet``).
         device: where the batches go.
         bf16: bf16 autocast of the forward pass (CUDA); the loss is float32.
+        dist_info: the process's rank (seeds the training masks).
     """
 
-    def __init__(self, cfg: TrainConfig, device: torch.device, bf16: bool = False):
-        self.cfg = cfg
-        self.device = device
-        self.bf16 = bool(bf16)
+    panel_label = "U-Net"
+
+    def __init__(self, cfg: TrainConfig, device="cpu", bf16: bool = False, dist_info=None):
+        super().__init__(cfg, device, bf16, dist_info)
         u = cfg.unet
         self.mask_func = create_mask(u.mask_type, u.center_fractions, u.accelerations)
-        self.model = build_image_unet(cfg)
+
+    def build_model(self) -> ImageUNet:
+        """fastMRI's U-Net on zero-filled images, any coil count (RSS in)."""
+        self.model = build_image_unet(self.cfg).to(self.device)
+        return self.model
 
     def training_masks(self, shape: tuple[int, ...], step: int, rank: int, n: int) -> np.ndarray:
         """``n`` masks for k-space ``shape`` ``(..., H, W)`` at ``step``: bool ``[n, W]`` (column
@@ -66,11 +74,13 @@ class UNetStage:
         return zero_filled(masked, crop=crop, coil_dim=1)[:, None].float()
 
     def loss(
-        self, forward: torch.nn.Module, batch: dict, step: int, rank: int = 0
+        self, forward: torch.nn.Module, batch: dict, step: int, seed: int
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """L1 loss of one batch (``forward``: the model, or its DDP wrapper)."""
+        """L1 loss of one batch (``forward``: the model, or its DDP wrapper); the masks are
+        seeded by ``(train.seed, step, rank)``, the global torch RNG by ``seed``."""
+        torch.manual_seed(seed)
         k = batch["kspace"].to(self.device, non_blocking=True)
-        masks = self.training_masks(tuple(k.shape[1:]), step, rank, k.shape[0])
+        masks = self.training_masks(tuple(k.shape[1:]), step, self.dist.rank, k.shape[0])
         image = self.zero_filled_batch(k, masks, batch["crop"])
         target = batch["target"].to(self.device)[:, None].float()
         model = forward.module if hasattr(forward, "module") else forward
