@@ -17,7 +17,7 @@ from kspace_ldm import __version__
 from kspace_ldm.cli.bench import bench_group
 from kspace_ldm.cli.compare import compare, demo
 from kspace_ldm.cli.data import data_group
-from kspace_ldm.cli.errors import EXIT_BAD_INPUT, _OneLineGroup
+from kspace_ldm.cli.errors import EXIT_BAD_INPUT, OneLineGroup
 from kspace_ldm.cli.evaluate import evaluate
 from kspace_ldm.cli.export import export_cmd
 from kspace_ldm.cli.info import info
@@ -27,7 +27,7 @@ from kspace_ldm.cli.train import eval_ae, extract_latents, train
 __all__ = ["EXIT_BAD_INPUT", "main"]
 
 
-@click.group(cls=_OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kspace-ldm")
 def main() -> None:
     """kspace-ldm: accelerated MRI reconstruction with latent diffusion in k-space.

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from kspace_ldm.cli.errors import _handle_errors
 from kspace_ldm.cli.params import (
     _device_option,
     _json_option,
@@ -27,7 +26,6 @@ def bench_group() -> None:
 @_json_option
 @click.option("--repeats", type=click.IntRange(min=3), default=15, show_default=True)
 @click.option("--only", multiple=True, help="Benchmark only these ops (repeatable).")
-@_handle_errors
 def bench_ops(device, json_path, repeats, only) -> None:
     """Time each fused kldm op against its eager twin at fastMRI sizes; medians after warm-up."""
     from kspace_ldm.bench import ops as bench_ops_mod
@@ -58,7 +56,6 @@ def bench_ops(device, json_path, repeats, only) -> None:
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
 @_json_option
-@_handle_errors
 def bench_sampler(export_dir, run_dir, sampler, steps, repeats, batch_size, json_path) -> None:
     """Seconds per slice of --backend python and --backend cpp side by side, and the time inside
     the network evaluations."""
@@ -83,7 +80,6 @@ def bench_sampler(export_dir, run_dir, sampler, steps, repeats, batch_size, json
 )
 @click.option("--coils", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--size", default="320x320", show_default=True, help="k-space HxW.")
-@_handle_errors
 def bench_untrained_run(ae_config, ldm_config, out_dir, coils, size) -> None:
     """Write an untrained first stage + LDM of any configs (for timing, e.g. the reference-size
     models); export it with kldm export OUT/ldm."""
@@ -114,7 +110,6 @@ def bench_untrained_run(ae_config, ldm_config, out_dir, coils, size) -> None:
 @click.option("--threads", type=click.IntRange(min=0), default=0, help="CPU threads (0: torch's).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Config override.")
 @_json_option
-@_handle_errors
 def bench_train(configs, size, batch_size, steps, device, threads, overrides, json_path) -> None:
     """Training samples/s and peak memory of each first-stage config at a stated input size."""
     import torch

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from kspace_ldm.cli.errors import _handle_errors
 from kspace_ldm.cli.params import (
     _device_option,
     _floats,
@@ -55,7 +54,6 @@ from kspace_ldm.cli.params import (
 @_device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @_threads_option
-@_handle_errors
 def compare(
     data, out_dir, methods, model_dir, unet_model, accel, mask_type, device, batch_size, threads
 ):
@@ -137,7 +135,6 @@ def compare(
     help="Seed of the generated held-out volumes (never the training data's seed, 0).",
 )
 @_threads_option
-@_handle_errors
 def demo(out_dir, acceleration, backend, samples, volumes, slices, seed, threads) -> None:
     """Reconstruct generated held-out scans with the bundled pretrained model.
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from kspace_ldm.cli.errors import _handle_errors
 from kspace_ldm.cli.params import _out_dir, _out_file, _shape
 
 
@@ -39,7 +38,6 @@ def data_group() -> None:
     help="ring: jittered coils on an ellipse around the object; varied: also random ellipse, "
     "offset, coil sizes and phases per volume.",
 )
-@_handle_errors
 def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed, coil_geometry):
     """Write synthetic fastMRI-format volumes (random anatomical phantoms) into OUT."""
     from kspace_ldm.data.synth import synth_dataset
@@ -88,7 +86,6 @@ def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed, c
     help="Also write a preview PNG (image and log k-space) of one slice.",
 )
 @click.option("--slice", "slice_idx", type=int, default=None, help="Slice of the preview.")
-@_handle_errors
 def inspect(file, png, slice_idx) -> None:
     """Print the keys, shapes, attributes and header sizes of a fastMRI file."""
     from kspace_ldm.data.inspect import inspect_file, preview_png
@@ -112,7 +109,6 @@ def inspect(file, png, slice_idx) -> None:
     help="Target format (default: the other one of each file's).",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
-@_handle_errors
 def convert(src, dst, to, overwrite) -> None:
     """Convert ISMRMRD raw data <-> fastMRI HDF5 (a file, or every *.h5 of a folder into DST)."""
     from kspace_ldm.data.convert import convert as convert_files

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from kspace_ldm.cli.errors import _handle_errors
 from kspace_ldm.cli.params import _json_option, _out_file
 
 
@@ -48,7 +47,6 @@ from kspace_ldm.cli.params import _json_option, _out_file
     is_flag=True,
     help="Add LPIPS (needs the lpips extra and its backbone weights on disk).",
 )
-@_handle_errors
 def evaluate(
     pred_dir, target_dir, challenge, acquisition, json_path, csv_path, md_path, use_lpips
 ) -> None:

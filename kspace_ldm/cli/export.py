@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from kspace_ldm.cli.errors import _handle_errors
 from kspace_ldm.cli.params import _device_option, _out_dir, _shape
 
 
@@ -40,7 +39,6 @@ from kspace_ldm.cli.params import _device_option, _out_dir, _shape
     help="Leave out the decoder VJP package (no gradient guidance: cgs-ref and cgs --guidance "
     "are refused); smaller and faster to export.",
 )
-@_handle_errors
 def export_cmd(run_dir, out_dir, device, size, batch, dynamic_batch, tolerance, no_guidance):
     """Export the LDM run RUN_DIR and its first stage as AOTInductor packages for the C++ sampler
     (kldm recon --backend cpp, kldm-recon, kldm::Sampler)."""

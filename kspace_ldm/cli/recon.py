@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from kspace_ldm.cli.errors import _handle_errors
 from kspace_ldm.cli.params import (
     _device_option,
     _floats,
@@ -167,7 +166,6 @@ from kspace_ldm.cli.params import (
     help="sha256 of the model's manifest.json (export directory or bundle), pinned by you: "
     "checked before anything of the model is loaded.",
 )
-@_handle_errors
 def recon(
     input_path,
     out_dir,

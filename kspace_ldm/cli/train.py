@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from kspace_ldm.cli.errors import _handle_errors
 from kspace_ldm.cli.params import _device_option, _out_dir, _out_file
 
 
@@ -56,7 +55,6 @@ from kspace_ldm.cli.params import _device_option, _out_dir, _out_file
     metavar="KEY=VALUE",
     help="Override a config value, e.g. --set optim.lr=1e-4 (repeatable).",
 )
-@_handle_errors
 def train(stage, config_path, out_dir, resume_dir, resume_step, overrides) -> None:
     """Train a model (under torchrun for several processes/GPUs)."""
     from kspace_ldm.training.trainer import run_from_cli
@@ -116,7 +114,6 @@ def train(stage, config_path, out_dir, resume_dir, resume_step, overrides) -> No
 )
 @_device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@_handle_errors
 def extract_latents(ckpt_dir, data_dir, out_dir, partition, device, batch_size) -> None:
     """Encode DATA with the first stage into safetensors shards OUT/PARTITION/<file>.safetensors
     plus OUT/stats.json (latent statistics, test-time normalisation ratios). Resumable: run the
@@ -146,7 +143,6 @@ def extract_latents(ckpt_dir, data_dir, out_dir, partition, device, batch_size) 
 @click.option(
     "--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), callback=_out_file
 )
-@_handle_errors
 def eval_ae(model_dir, data_dir, out_dir, device, md_path) -> None:
     """Encode/decode the fully sampled k-space of DATA_DIR with a trained first stage (MODEL_DIR:
     RUN_DIR/best or a checkpoint) and evaluate the images by the fastMRI protocol."""
