@@ -36,7 +36,6 @@ def main() -> None:
     """
 
 
-
 for _command in (
     info,
     data_group,

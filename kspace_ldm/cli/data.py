@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kspace_ldm.cli.params import _out_dir, _out_file, _shape
+from kspace_ldm.cli import params
 
 
 @click.group("data")
@@ -15,18 +15,21 @@ def data_group() -> None:
 
 
 @data_group.command()
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path), callback=_out_dir)
+@params.out_dir_argument("out")
 @click.option("--train", "n_train", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--val", "n_val", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--test", "n_test", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--coils",
+    type=params.CountList(),
     default="1",
     show_default=True,
     help="1: single-coil (ESC-like) files; >1: multi-coil files; a list such as 4,8: one "
     "count drawn per volume.",
 )
-@click.option("--shape", default="640x368", show_default=True, help="k-space size HxW.")
+@click.option(
+    "--shape", type=params.Size(), default="640x368", show_default=True, help="k-space size HxW."
+)
 @click.option("--recon-size", type=click.IntRange(min=8), default=320, show_default=True)
 @click.option("--slices", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -42,16 +45,7 @@ def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed, c
     """Write synthetic fastMRI-format volumes (random anatomical phantoms) into OUT."""
     from kspace_ldm.data.synth import synth_dataset
 
-    try:
-        counts = tuple(int(c) for c in str(coils).split(","))
-    except ValueError:
-        raise click.BadParameter(
-            f"{coils!r} is not a count or list", param_hint="--coils"
-        ) from None
-    if min(counts) < 1:
-        raise click.BadParameter(f"counts must be >= 1, got {coils}", param_hint="--coils")
-    coils = counts[0] if len(counts) == 1 else counts
-    h, w = _shape(shape)
+    h, w = shape
     if n_train + n_val + n_test == 0:
         raise click.UsageError("nothing to generate: give --train, --val and/or --test")
     if recon_size > min(h, w):
@@ -78,11 +72,10 @@ def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed, c
 
 @data_group.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
+@params.out_file_option(
     "--png",
-    type=click.Path(dir_okay=False, path_type=Path),
+    "png",
     default=None,
-    callback=_out_file,
     help="Also write a preview PNG (image and log k-space) of one slice.",
 )
 @click.option("--slice", "slice_idx", type=int, default=None, help="Slice of the preview.")
@@ -100,7 +93,7 @@ def inspect(file, png, slice_idx) -> None:
 
 
 @data_group.command()
-@click.argument("src", type=click.Path(exists=True, path_type=Path))
+@click.argument("src", type=params.EXISTING_PATH)
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option(
     "--to",

@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from kspace_ldm.cli.params import _json_option, _out_file
+from kspace_ldm.cli import params
 
 
 @click.command("evaluate")
-@click.option(
-    "--pred",
-    "pred_dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
-@click.option(
-    "--target",
-    "target_dir",
-    required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-)
+@click.option("--pred", "pred_dir", required=True, type=params.EXISTING_DIR)
+@click.option("--target", "target_dir", required=True, type=params.EXISTING_DIR)
 @click.option(
     "--challenge",
     type=click.Choice(["singlecoil", "multicoil"]),
@@ -34,13 +22,9 @@ from kspace_ldm.cli.params import _json_option, _out_file
     default=None,
     help="Only volumes of this acquisition.",
 )
-@_json_option
-@click.option(
-    "--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), callback=_out_file
-)
-@click.option(
-    "--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), callback=_out_file
-)
+@params.json_option
+@params.out_file_option("--csv", "csv_path")
+@params.markdown_option
 @click.option(
     "--lpips",
     "use_lpips",

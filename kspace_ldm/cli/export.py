@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from kspace_ldm.cli.params import _device_option, _out_dir, _shape
+from kspace_ldm.cli import params
 
 
 @click.command("export")
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    callback=_out_dir,
-)
-@_device_option
+@click.argument("run_dir", type=params.EXISTING_DIR)
+@params.out_dir_option()
+@params.device_option
 @click.option(
     "--size",
+    type=params.Size(),
     default=None,
     help="k-space HxW the packages are made for (default: the LDM's training size).",
 )
@@ -44,12 +37,11 @@ def export_cmd(run_dir, out_dir, device, size, batch, dynamic_batch, tolerance, 
     (kldm recon --backend cpp, kldm-recon, kldm::Sampler)."""
     from kspace_ldm.export import export_run
 
-    hw = None if size is None else _shape(size, "--size")
     rep = export_run(
         run_dir,
         out_dir,
         device,
-        hw,
+        size,
         batch,
         dynamic_batch,
         log=click.echo,

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from kspace_ldm.cli.params import (
-    _device_option,
-    _floats,
-    _out_dir,
-    _require_device,
-    _sha256_hex,
-)
+from kspace_ldm.cli import params
+from kspace_ldm.methods import SAMPLERS
+
+
+def _method_setting(flag: str, kind: click.ParamType, help: str):
+    """A setting of the sampler or CS method; None (not given): that method's default."""
+    return click.option(flag, type=kind, default=None, help=help)
 
 
 @click.command("recon")
-@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    callback=_out_dir,
-)
+@click.argument("input_path", metavar="INPUT", type=params.EXISTING_PATH)
+@params.out_dir_option()
 @click.option(
     "--sampler",
-    type=click.Choice(["zero-filled", "cgs", "cgs-ref", "unet", "cs-wavelet", "cs-tv"]),
+    type=click.Choice(SAMPLERS),
     default=None,
     help="Reconstruction method: cgs (corrected consistency-guided LDM sampler; the default "
     "with --model), cgs-ref (the reference algorithm), unet (the supervised U-Net baseline, "
@@ -34,30 +26,17 @@ from kspace_ldm.cli.params import (
     "cs-wavelet / cs-tv (compressed-sensing baselines: L1-wavelet by FISTA, total variation by "
     "Chambolle-Pock; no model).",
 )
-@click.option(
-    "--model",
-    "model_dir",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="LDM run directory (or its best/ or a checkpoint) for cgs / cgs-ref; with --backend "
+@params.model_option(
+    "LDM run directory (or its best/ or a checkpoint) for cgs / cgs-ref; with --backend "
     "cpp an export directory (kldm export).",
+    default=None,
 )
-@click.option(
-    "--backend",
-    type=click.Choice(["python", "cpp"]),
-    default="python",
-    show_default=True,
-    help="Sampler implementation: python (the reference implementation, --model RUN_DIR) or cpp "
-    "(kldm::Sampler on AOTInductor packages, --model EXPORT_DIR from kldm export).",
+@params.backend_option(
+    "Sampler implementation: python (the reference implementation, --model RUN_DIR) or cpp "
+    "(kldm::Sampler on AOTInductor packages, --model EXPORT_DIR from kldm export)."
 )
-@click.option("--steps", type=click.IntRange(min=1), default=None, help="DDIM steps (cgs; 5).")
-@click.option(
-    "--samples",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="cgs: average the k-space of this many samples (posterior-mean estimate).",
-)
+@_method_setting("--steps", click.IntRange(min=1), "DDIM steps (cgs; 5).")
+@params.samples_option("cgs: average the k-space of this many samples (posterior-mean estimate).")
 @click.option(
     "--coil-combine",
     type=click.Choice(["auto", "espirit", "channels"]),
@@ -67,43 +46,17 @@ from kspace_ldm.cli.params import (
     "consistency per coil, RSS output), channels (coils as channels of a multi-coil model); "
     "auto: espirit for a single-coil model on multi-coil data.",
 )
-@click.option(
-    "--t0",
-    type=click.IntRange(min=0),
-    default=None,
-    help="SDEdit start timestep (cgs: 150, cgs-ref: 100).",
-)
-@click.option(
+@_method_setting("--t0", click.IntRange(min=0), "SDEdit start timestep (cgs: 150, cgs-ref: 100).")
+@_method_setting(
     "--guidance",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="Guidance scale (cgs: scale-free step on the normalised residual, 0; cgs-ref: 100).",
+    click.FloatRange(min=0),
+    "Guidance scale (cgs: scale-free step on the normalised residual, 0; cgs-ref: 100).",
 )
-@click.option(
-    "--mask",
-    "mask_type",
-    default="random",
-    show_default=True,
-    type=click.Choice(
-        [
-            "random",
-            "equispaced",
-            "equispaced_fraction",
-            "magic",
-            "magic_fraction",
-            "poisson_disc",
-            "gaussian",
-        ]
-    ),
-)
-@click.option(
-    "--accel",
-    default="4",
-    show_default=True,
-    help="Acceleration(s), comma-separated; one is chosen per volume.",
-)
+@params.mask_option(params.MASKS)
+@params.accel_option("4", "Acceleration(s), comma-separated; one is chosen per volume.")
 @click.option(
     "--center-fraction",
+    type=params.NumberList(),
     default="0.08",
     show_default=True,
     help="Centre fraction(s), comma-separated, paired with --accel.",
@@ -121,18 +74,14 @@ from kspace_ldm.cli.params import (
     show_default=True,
     help="Sampler seed (combined with each file name and slice index).",
 )
-@click.option(
+@_method_setting(
     "--cs-lambda",
-    type=click.FloatRange(min=0),
-    default=None,
-    help="cs-wavelet / cs-tv regularisation weight, relative to the image intensity "
+    click.FloatRange(min=0),
+    "cs-wavelet / cs-tv regularisation weight, relative to the image intensity "
     "(default: chosen on the synthetic validation split, kspace_ldm.sampling.cs.CS_DEFAULTS).",
 )
-@click.option(
-    "--cs-iters",
-    type=click.IntRange(min=1),
-    default=None,
-    help="cs-wavelet / cs-tv iterations (default: CS_DEFAULTS).",
+@_method_setting(
+    "--cs-iters", click.IntRange(min=1), "cs-wavelet / cs-tv iterations (default: CS_DEFAULTS)."
 )
 @click.option("--png", is_flag=True, help="Write a PNG preview of each volume's middle slice.")
 @click.option(
@@ -144,14 +93,8 @@ from kspace_ldm.cli.params import (
     "(images in OUT/ismrmrd), dicom (a series per volume in OUT/dicom/NAME), nifti "
     "(OUT/nifti/NAME.nii.gz), png (every slice in OUT/png/NAME).",
 )
-@_device_option
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="Slices reconstructed together.",
-)
+@params.device_option
+@params.batch_size_option(8, "Slices reconstructed together.")
 @click.option(
     "--overwrite",
     is_flag=True,
@@ -161,7 +104,7 @@ from kspace_ldm.cli.params import (
     "--expect-sha256",
     "expect_sha256",
     default=None,
-    callback=_sha256_hex,
+    callback=params.sha256_hex,
     metavar="HEX",
     help="sha256 of the model's manifest.json (export directory or bundle), pinned by you: "
     "checked before anything of the model is loaded.",
@@ -169,27 +112,14 @@ from kspace_ldm.cli.params import (
 def recon(
     input_path,
     out_dir,
-    sampler,
     model_dir,
-    backend,
-    steps,
-    samples,
-    coil_combine,
-    t0,
-    guidance,
-    mask_type,
     accel,
     center_fraction,
     mask_seed,
     seed,
-    cs_lambda,
     cs_iters,
-    png,
     out_formats,
-    device,
-    batch_size,
-    overwrite,
-    expect_sha256,
+    **same,
 ) -> None:
     """Reconstruct a fastMRI or ISMRMRD file (or folder) INPUT into fastMRI submission files in
     OUT (or --format ismrmrd / dicom / nifti / png).
@@ -198,43 +128,29 @@ def recon(
     holds as the mask. Under torchrun the files of a folder are shared out over the ranks."""
     from kspace_ldm.recon import ReconOptions, reconstruct
 
-    if sampler is None:
-        sampler = "cgs" if model_dir is not None else "zero-filled"
+    # same: the options named as their ReconOptions field (sampler, backend, steps, device, ...)
+    sampler = same.pop("sampler") or ("cgs" if model_dir is not None else "zero-filled")
     if sampler not in ("zero-filled", "cs-wavelet", "cs-tv") and model_dir is None:
         raise click.UsageError(f"--sampler {sampler} needs --model RUN_DIR")
-    _require_device(device)
-    accels = _floats(accel, "--accel")
-    fractions = _floats(center_fraction, "--center-fraction")
-    if len(accels) != len(fractions):
+    params.require_device(same["device"])
+    if len(accel) != len(center_fraction):
         raise click.BadParameter(
-            f"{len(fractions)} value(s) for {len(accels)} acceleration(s): they are used in "
+            f"{len(center_fraction)} value(s) for {len(accel)} acceleration(s): they are used in "
             "pairs, e.g. --accel 4,8 --center-fraction 0.08,0.04",
             param_hint="--center-fraction",
         )
-    if expect_sha256 is not None and model_dir is None:
+    if same["expect_sha256"] is not None and model_dir is None:
         raise click.UsageError("--expect-sha256 needs --model")
     opts = ReconOptions(
         sampler=sampler,
-        mask_type=mask_type,
-        accelerations=tuple(accels),
-        center_fractions=tuple(fractions),
-        seed=mask_seed,
-        png=png,
-        device=device,
-        batch_size=batch_size,
         model=None if model_dir is None else str(model_dir),
-        steps=steps,
-        t0=t0,
-        guidance=guidance,
+        accelerations=tuple(accel),
+        center_fractions=tuple(center_fraction),
+        seed=mask_seed,
         sampler_seed=seed,
-        samples=samples,
-        backend=backend,
-        formats=tuple(out_formats) or ("h5",),
-        overwrite=overwrite,
-        expect_sha256=expect_sha256,
-        coil_combine=coil_combine,
-        cs_lambda=cs_lambda,
         cs_iterations=cs_iters,
+        formats=tuple(out_formats) or ("h5",),
+        **same,
     )
     reports = reconstruct(input_path, out_dir, opts)
     if not reports:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kspace_ldm.cli.params import _device_option, _out_dir, _out_file
+from kspace_ldm.cli import params
 
 
 @click.command("train")
@@ -24,18 +24,13 @@ from kspace_ldm.cli.params import _device_option, _out_dir, _out_file
     default=None,
     help="YAML config (configs/*.yaml). Not with --resume.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    callback=_out_dir,
-    help="Run directory for checkpoints, logs and panels.",
+@params.out_dir_option(
+    required=False, default=None, help="Run directory for checkpoints, logs and panels."
 )
 @click.option(
     "--resume",
     "resume_dir",
-    type=click.Path(file_okay=False, path_type=Path),
+    type=params.FOLDER,
     default=None,
     help="Continue the run in this directory from its latest checkpoint.",
 )
@@ -48,13 +43,7 @@ from kspace_ldm.cli.params import _device_option, _out_dir, _out_file
     help="With --resume: continue from the kept checkpoint of this step instead of the latest "
     "(e.g. when the latest is corrupt).",
 )
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config value, e.g. --set optim.lr=1e-4 (repeatable).",
-)
+@params.overrides_option("Override a config value, e.g. --set optim.lr=1e-4 (repeatable).")
 def train(stage, config_path, out_dir, resume_dir, resume_step, overrides) -> None:
     """Train a model (under torchrun for several processes/GPUs)."""
     from kspace_ldm.training.trainer import run_from_cli
@@ -83,37 +72,30 @@ def train(stage, config_path, out_dir, resume_dir, resume_step, overrides) -> No
         click.echo(f"step {result.step} ({result.seconds:.0f} s) -> {result.run_dir}")
 
 
-
 @click.command("extract-latents")
 @click.option(
     "--ckpt",
     "ckpt_dir",
     required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=params.EXISTING_DIR,
     help="First stage: RUN_DIR/best or a checkpoint directory.",
 )
 @click.option(
     "--data",
     "data_dir",
     required=True,
-    type=click.Path(exists=True, path_type=Path),
+    type=params.EXISTING_PATH,
     help="fastMRI-format folder (or file) of this partition.",
 )
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    callback=_out_dir,
-)
+@params.out_dir_option()
 @click.option(
     "--partition",
     type=click.Choice(["train", "val", "test"]),
     default="train",
     show_default=True,
 )
-@_device_option
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@params.device_option
+@params.batch_size_option(8)
 def extract_latents(ckpt_dir, data_dir, out_dir, partition, device, batch_size) -> None:
     """Encode DATA with the first stage into safetensors shards OUT/PARTITION/<file>.safetensors
     plus OUT/stats.json (latent statistics, test-time normalisation ratios). Resumable: run the
@@ -130,19 +112,11 @@ def extract_latents(ckpt_dir, data_dir, out_dir, partition, device, batch_size) 
 
 
 @click.command("eval-ae")
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("data_dir", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    callback=_out_dir,
-)
-@_device_option
-@click.option(
-    "--markdown", "md_path", type=click.Path(dir_okay=False, path_type=Path), callback=_out_file
-)
+@click.argument("model_dir", type=params.EXISTING_DIR)
+@click.argument("data_dir", type=params.EXISTING_PATH)
+@params.out_dir_option()
+@params.device_option
+@params.markdown_option
 def eval_ae(model_dir, data_dir, out_dir, device, md_path) -> None:
     """Encode/decode the fully sampled k-space of DATA_DIR with a trained first stage (MODEL_DIR:
     RUN_DIR/best or a checkpoint) and evaluate the images by the fastMRI protocol."""
