@@ -16,8 +16,6 @@ by :func:`kspace_ldm.evaluate.evaluate_folders`. Written into ``OUT``:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
@@ -31,6 +29,7 @@ from kspace_ldm.errors import InputError
 from kspace_ldm.evaluate import evaluate_folders
 from kspace_ldm.io import atomic_write_text
 from kspace_ldm.recon import SAMPLERS, ReconOptions, reconstruct, volume_mask
+from kspace_ldm.tables import markdown_table, write_csv
 from kspace_ldm.viz import panel, save_png
 
 __all__ = ["KNOWN_METHODS", "CompareSummary", "run_compare"]
@@ -175,13 +174,12 @@ def run_compare(
     atomic_write_text(md, table + "\n")
     js = out / "compare.json"
     atomic_write_text(js, json.dumps(doc, indent=2) + "\n")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "acceleration", "file", *METRICS])
-    for r in rows:
-        w.writerow([r["method"], r["acceleration"], r["file"], *(repr(r[k]) for k in METRICS)])
     csv_path = out / "per_volume.csv"
-    atomic_write_text(csv_path, buf.getvalue())
+    write_csv(
+        csv_path,
+        ["method", "acceleration", "file", *METRICS],
+        ([r["method"], r["acceleration"], r["file"], *(repr(r[k]) for k in METRICS)] for r in rows),
+    )
     png = _write_panel(out / "panel.png", files[0], methods, accelerations, recon_dirs, options)
     return CompareSummary(out, md, csv_path, js, png, table, doc)
 
@@ -194,21 +192,23 @@ def format_table(doc: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in doc["center_fractions"].items())
         + "), metrics per volume then mean ± std over volumes",
         "",
-        "| method | R | NMSE | PSNR (dB) | SSIM | s/slice |",
-        "|---|---|---|---|---|---|",
     ]
+    rows = []
     for accel in doc["accelerations"]:
         for method in doc["methods"]:
             s = doc["summary"][method][f"{accel}x"]
-            cells = [f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f}" for k in ("nmse",)]
-            cells.append(f"{s['psnr']['mean']:.2f} ± {s['psnr']['std']:.2f}")
-            cells.append(f"{s['ssim']['mean']:.4f} ± {s['ssim']['std']:.4f}")
-            lines.append(
-                f"| {method} | {accel}x | "
-                + " | ".join(cells)
-                + f" | {s['seconds_per_slice']:.3f} |"
+            rows.append(
+                [
+                    method,
+                    f"{accel}x",
+                    f"{s['nmse']['mean']:.4f} ± {s['nmse']['std']:.4f}",
+                    f"{s['psnr']['mean']:.2f} ± {s['psnr']['std']:.2f}",
+                    f"{s['ssim']['mean']:.4f} ± {s['ssim']['std']:.4f}",
+                    f"{s['seconds_per_slice']:.3f}",
+                ]
             )
-    return "\n".join(lines)
+    header = ["method", "R", "NMSE", "PSNR (dB)", "SSIM", "s/slice"]
+    return "\n".join([*lines, markdown_table(header, rows)])
 
 
 def _zoom(image: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from kspace_ldm.evaluate import evaluate_folders
 from kspace_ldm.io import atomic_write_text
 from kspace_ldm.pretrained import demo_model
 from kspace_ldm.recon import ReconOptions, check_backend, reconstruct, volume_mask
+from kspace_ldm.tables import markdown_table
 from kspace_ldm.viz import panel, save_png
 
 # fastMRI's pairing of acceleration and centre fraction (paper protocol).
@@ -264,13 +265,16 @@ def format_table(metrics: dict) -> str:
         f"{metrics['center_fraction']}, effective R {metrics['effective_acceleration']:.2f}), "
         f"bundled demo model, backend {metrics['sampler']['backend']}",
         "",
-        "| method | NMSE | PSNR (dB) | SSIM | s/slice |",
-        "|---|---|---|---|---|",
     ]
-    for method in METHODS:
-        m = metrics[method]
-        lines.append(
-            f"| {method} | {m['nmse']:.4f} | {m['psnr']:.2f} | {m['ssim']:.4f} | "
-            f"{sec[f'{method}_per_slice']:.3f} |"
-        )
-    return "\n".join(lines)
+    rows = [
+        [
+            method,
+            f"{metrics[method]['nmse']:.4f}",
+            f"{metrics[method]['psnr']:.2f}",
+            f"{metrics[method]['ssim']:.4f}",
+            f"{sec[f'{method}_per_slice']:.3f}",
+        ]
+        for method in METHODS
+    ]
+    header = ["method", "NMSE", "PSNR (dB)", "SSIM", "s/slice"]
+    return "\n".join([*lines, markdown_table(header, rows)])

@@ -19,8 +19,6 @@ atomically) and formats a terminal table.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import sys
@@ -36,6 +34,7 @@ from kspace_ldm import __version__
 from kspace_ldm import metrics as _metrics
 from kspace_ldm.errors import InputError
 from kspace_ldm.io import atomic_write_text
+from kspace_ldm.tables import markdown_table, write_csv
 
 __all__ = [
     "CHALLENGES",
@@ -217,15 +216,14 @@ class EvaluationResult:
         Columns: file, acquisition, challenge, slices, maxval, nmse, psnr, ssim[, lpips].
         """
         columns = ["file", "acquisition", "challenge", "slices", "maxval", *self.metric_names]
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(columns)
-        for r in self.rows:
-            values = [getattr(r, c) for c in columns]
-            writer.writerow(
-                ["" if v is None else repr(v) if isinstance(v, float) else v for v in values]
-            )
-        atomic_write_text(path, buf.getvalue())
+        rows = (
+            [
+                "" if v is None else repr(v) if isinstance(v, float) else v
+                for v in (getattr(r, c) for c in columns)
+            ]
+            for r in self.rows
+        )
+        write_csv(path, columns, rows)
 
     def format_markdown(self) -> str:
         """A Markdown report: settings, summary (mean, std, mean +/- 2 std) and per-volume rows."""
@@ -240,34 +238,26 @@ class EvaluationResult:
         ]
         if self.with_lpips:
             lines.append(f"- LPIPS: {_LPIPS_PROTOCOL}.")
-        lines += [
-            "",
-            "| metric | mean | std (ddof=1) | fastMRI: mean ± 2·std |",
-            "|---|---|---|---|",
+        summary = [
+            [_label(name), _fmt(s.mean), _fmt(s.std), f"{_fmt(s.mean)} ± {_fmt(s.two_std)}"]
+            for name, s in self.summary().items()
         ]
-        for name, s in self.summary().items():
-            lines.append(
-                f"| {_label(name)} | {_fmt(s.mean)} | {_fmt(s.std)} | "
-                f"{_fmt(s.mean)} ± {_fmt(s.two_std)} |"
-            )
+        header = ["metric", "mean", "std (ddof=1)", "fastMRI: mean ± 2·std"]
+        lines += ["", markdown_table(header, summary)]
         if len(self.acquisitions) > 1:
-            lines += ["", "By acquisition (mean ± 2·std):", ""]
-            lines.append("| acquisition | volumes | " + " | ".join(map(_label, names)) + " |")
-            lines.append("|---|---|" + "---|" * len(names))
+            by_acq = []
             for acq in self.acquisitions:
                 summ = self.summary(acq)
                 cells = [f"{_fmt(summ[n].mean)} ± {_fmt(summ[n].two_std)}" for n in names]
-                lines.append(f"| {acq} | {summ[names[0]].n} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "| file | acquisition | slices | " + " | ".join(map(_label, names)) + " |",
-            "|---|---|---|" + "---|" * len(names),
+                by_acq.append([acq, summ[names[0]].n, *cells])
+            header = ["acquisition", "volumes", *map(_label, names)]
+            lines += ["", "By acquisition (mean ± 2·std):", "", markdown_table(header, by_acq)]
+        per_volume = [
+            [r.file, r.acquisition or "", r.slices, *(_fmt(getattr(r, n)) for n in names)]
+            for r in self.rows
         ]
-        for r in self.rows:
-            cells = [_fmt(getattr(r, n)) for n in names]
-            lines.append(
-                f"| {r.file} | {r.acquisition or ''} | {r.slices} | " + " | ".join(cells) + " |"
-            )
+        header = ["file", "acquisition", "slices", *map(_label, names)]
+        lines += ["", markdown_table(header, per_volume)]
         return "\n".join(lines) + "\n"
 
     def to_markdown(self, path: str | Path) -> None:

@@ -36,15 +36,9 @@ from kspace_ldm.data.fastmri import (
 from kspace_ldm.data.masks import MaskResult, apply_mask, create_mask, seed_from_filename
 from kspace_ldm.errors import InputError
 from kspace_ldm.io import check_output_dir
+from kspace_ldm.methods import BACKENDS, CS_SAMPLERS, SAMPLERS
 from kspace_ldm.physics.transforms import center_crop, kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
-
-SAMPLERS = ("zero-filled", "cgs", "cgs-ref", "unet", "cs-wavelet", "cs-tv")
-# Classical compressed-sensing baselines (kspace_ldm.sampling.cs): no model, Python backend only.
-CS_SAMPLERS = ("cs-wavelet", "cs-tv")
-# The sampler implementations: "python" (kspace_ldm.sampling.cgs, eager PyTorch on an LDM run) and
-# "cpp" (kldm::Sampler through kspace_ldm.sampling.cpp, on an export directory).
-BACKENDS = ("python", "cpp")
 
 
 def check_backend(backend: str) -> None:

@@ -36,8 +36,20 @@ from kspace_ldm.metrics import psnr, ssim
 from kspace_ldm.physics.transforms import center_crop
 from kspace_ldm.recon import ReconOptions, recon_size, undersample_slices, volume_mask
 from kspace_ldm.sampling import cs
+from kspace_ldm.tables import markdown_row, markdown_rule
 
 ACCELS = {4: 0.08, 8: 0.04}
+HEADER = [
+    "R",
+    "volumes x slices",
+    "PSNR ours",
+    "PSNR bart",
+    "max abs vol. PSNR diff",
+    "SSIM ours",
+    "SSIM bart",
+    "s/slice ours",
+    "s/slice bart",
+]
 # BART's name of our default wavelet (BART has haar, dau2 = db2, cdf44)
 BART_WAVELET = {"haar": "haar", "db2": "dau2"}[cs.CS_DEFAULTS["cs-wavelet"]["wavelet"]]
 
@@ -109,19 +121,24 @@ def main() -> None:
             f"{d['lam']}, {d['iterations']} iterations for both; command "
             "`.venv/bin/python scripts/bench_cs_bart.py`)",
             "",
-            "| R | volumes x slices | PSNR ours | PSNR bart | max abs vol. PSNR diff | SSIM ours | "
-            "SSIM bart | s/slice ours | s/slice bart |",
-            "|---|---|---|---|---|---|---|---|---|",
+            markdown_row(HEADER),
+            markdown_rule(len(HEADER)),
         ]
         for accel, cf in ACCELS.items():
             r = run(data, accel, cf)
             o, b = r["ours"], r["bart"]
-            lines.append(
-                f"| {accel}x | {r['volumes']} x {r['slices'] // r['volumes']} | "
-                f"{np.mean(o['psnr']):.2f} | {np.mean(b['psnr']):.2f} | "
-                f"{r['max_abs_psnr_diff']:.2f} | {np.mean(o['ssim']):.4f} | "
-                f"{np.mean(b['ssim']):.4f} | {o['s']:.3f} | {b['s']:.3f} |"
-            )
+            row = [
+                f"{accel}x",
+                f"{r['volumes']} x {r['slices'] // r['volumes']}",
+                f"{np.mean(o['psnr']):.2f}",
+                f"{np.mean(b['psnr']):.2f}",
+                f"{r['max_abs_psnr_diff']:.2f}",
+                f"{np.mean(o['ssim']):.4f}",
+                f"{np.mean(b['ssim']):.4f}",
+                f"{o['s']:.3f}",
+                f"{b['s']:.3f}",
+            ]
+            lines.append(markdown_row(row))
             print(lines[-1])
         text = "\n".join(lines) + "\n"
         print(text)

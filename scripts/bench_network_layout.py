@@ -29,6 +29,7 @@ from kspace_ldm.export import (
     sampler_networks,
 )
 from kspace_ldm.sampling.cgs import KspaceLDMSampler
+from kspace_ldm.tables import markdown_row, markdown_table
 
 
 def _first(out):
@@ -72,10 +73,8 @@ def main() -> None:
         f"k-space 1x{size[0]}x{size[1]}, {a.threads} threads, ms (median of {a.repeats}"
         ", interleaved)"
     )
-    print(
-        "| network | eager NCHW | eager channels-last | AOTI NCHW | AOTI channels-last (export) |"
-    )
-    print("|---|---|---|---|---|")
+    layouts = ["eager NCHW", "eager channels-last", "AOTI NCHW", "AOTI channels-last (export)"]
+    print(markdown_table(["network", *layouts], []))  # the rows follow as they are measured
     profiles = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, (module, args) in nets.items():
@@ -105,7 +104,7 @@ def main() -> None:
                 f"(err {_rel_err(_first(fn(*fa)).contiguous(), ref):.0e})"
                 for k, (fn, fa) in runs.items()
             ]
-            print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+            print(markdown_row([name, *cells]), flush=True)
             if a.profile:
                 profiles[name] = _profile(cl, channels_last_inputs(args))
     for name, table in profiles.items():

@@ -16,6 +16,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from kspace_ldm.tables import markdown_table
+
 _IMG = "loss.image_l1_weight=1.0"
 _NO_IMG = "loss.image_l1_weight=0"
 _SAMPLE = "model.sample_posterior=true"
@@ -112,9 +114,7 @@ def main() -> None:
             pool.submit(run, n, o, args.data, args.out, args.steps) for n, o in VARIANTS.items()
         ]
         results = [f.result() for f in futures]
-    lines = ["| variant | val rows (step,psnr,ssim,nmse,slices) |", "|---|---|"]
-    lines += [f"| {n} | {r} |" for n, r in results]
-    text = "\n".join(lines) + "\n"
+    text = markdown_table(["variant", "val rows (step,psnr,ssim,nmse,slices)"], results) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "table.md").write_text(text)
     print(text)

@@ -14,6 +14,8 @@ import json
 import re
 from pathlib import Path
 
+from kspace_ldm.tables import markdown_row, markdown_table
+
 METHODS = ("zero-filled", "cgs-ref", "cgs")
 ACCELS = (("4", "0.08"), ("8", "0.04"))
 
@@ -37,31 +39,33 @@ def tables(ev: Path) -> tuple[str, dict]:
             continue
         methods = [m for m in METHODS if m in data]
         lines += [f"**{acc}x** (random mask, centre fraction {cf})", ""]
-        lines.append("| volume | " + " | ".join(f"{m} NMSE / PSNR / SSIM" for m in methods) + " |")
-        lines.append("|---|" + "---|" * len(methods))
         first = data[methods[0]]["volumes"]
+        rows = []
         for i, vol in enumerate(first):
             cells = []
             for m in methods:
                 v = data[m]["volumes"][i]
                 assert v["file"] == vol["file"], (v["file"], vol["file"])
                 cells.append(f"{v['nmse']:.4f} / {v['psnr']:.2f} / {v['ssim']:.4f}")
-            lines.append(f"| {vol['file']} | " + " | ".join(cells) + " |")
+            rows.append([vol["file"], *cells])
+        header = ["volume", *(f"{m} NMSE / PSNR / SSIM" for m in methods)]
+        lines.append(markdown_table(header, rows))
         cells = []
         for m in methods:
             s = data[m]["summary"]
             cells.append(
                 f"**{s['nmse']['mean']:.4f} / {s['psnr']['mean']:.2f} / {s['ssim']['mean']:.4f}**"
             )
-        lines.append("| mean | " + " | ".join(cells) + " |")
+        lines.append(markdown_row(["mean", *cells]))
         cells = []
         for m in methods:
             s = data[m]["summary"]
             sd = {k: s[k]["std"] for k in ("nmse", "psnr", "ssim")}
             cells.append(f"{sd['nmse']:.4f} / {sd['psnr']:.2f} / {sd['ssim']:.4f}")
-        lines.append("| std (ddof 1) | " + " | ".join(cells) + " |")
-        secs = [_seconds(ev / f"{m}_{acc}x.log") for m in methods]
-        lines.append("| s/slice | " + " | ".join(secs) + " |")
+        lines.append(markdown_row(["std (ddof 1)", *cells]))
+        lines.append(
+            markdown_row(["s/slice", *(_seconds(ev / f"{m}_{acc}x.log") for m in methods)])
+        )
         lines.append("")
         out[f"{acc}x"] = {
             m: {

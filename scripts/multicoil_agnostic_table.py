@@ -9,13 +9,15 @@ import json
 import sys
 from pathlib import Path
 
+from kspace_ldm.tables import markdown_row, markdown_table
+
 METHODS = ("zero-filled", "cg-sense", "cgs")
 
 
 def main() -> None:
     out = Path(sys.argv[1])
-    print("| accel | coils | volume | " + " | ".join(f"{m} PSNR / SSIM" for m in METHODS) + " |")
-    print("|---" * (3 + len(METHODS)) + "|")
+    # the header and its rule; the rows follow per file
+    print(markdown_table(["accel", "coils", "volume", *(f"{m} PSNR / SSIM" for m in METHODS)], []))
     means = {}
     for accel in (4, 8):
         for coils in (6, 12, 15):
@@ -33,7 +35,7 @@ def main() -> None:
                     cells.append(f"{v['psnr']:.2f} / {v['ssim']:.4f}" if v else "-")
                     if v:
                         means.setdefault((accel, m), []).append((v["psnr"], v["ssim"]))
-                print(f"| {accel}x | {coils} | {name} | " + " | ".join(cells) + " |")
+                print(markdown_row([f"{accel}x", coils, name, *cells]))
     for accel in (4, 8):
         cells = []
         for m in METHODS:
@@ -45,7 +47,7 @@ def main() -> None:
             else:
                 cells.append("-")
         n = len(means.get((accel, "cgs"), []))
-        print(f"| {accel}x | all | mean of {n} volumes | " + " | ".join(cells) + " |")
+        print(markdown_row([f"{accel}x", "all", f"mean of {n} volumes", *cells]))
 
 
 if __name__ == "__main__":

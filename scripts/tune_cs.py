@@ -31,6 +31,7 @@ from kspace_ldm.evaluate import evaluate_folders
 from kspace_ldm.io import atomic_write_text
 from kspace_ldm.recon import ReconOptions, reconstruct
 from kspace_ldm.sampling.cs import CS_DEFAULTS
+from kspace_ldm.tables import markdown_table
 
 GRID = {
     "cs-wavelet": {
@@ -120,21 +121,22 @@ def main() -> None:
                 rows.append((wav, lam, iters, r))
                 print(method, wav, lam, iters, {a: round(v["psnr"], 2) for a, v in r.items()})
             best = max(rows, key=lambda row: np.mean([row[3][a]["psnr"] for a in ACCELS]))
-            lines += [
-                f"## {method}",
-                "",
-                "| wavelet | lam | iterations | PSNR 4x | SSIM 4x | PSNR 8x | SSIM 8x | s/slice "
-                "|  |",
-                "|---|---|---|---|---|---|---|---|---|",
+            header = ["wavelet", "lam", "iterations", "PSNR 4x", "SSIM 4x", "PSNR 8x", "SSIM 8x"]
+            cells = [
+                [
+                    wav or "-",
+                    lam,
+                    iters,
+                    f"{r[4]['psnr']:.2f}",
+                    f"{r[4]['ssim']:.4f}",
+                    f"{r[8]['psnr']:.2f}",
+                    f"{r[8]['ssim']:.4f}",
+                    f"{np.mean([r[a]['s'] for a in ACCELS]):.3f}",
+                    "**best**" if (wav, lam, iters) == best[:3] else "",
+                ]
+                for wav, lam, iters, r in rows
             ]
-            for wav, lam, iters, r in rows:
-                mark = "**best**" if (wav, lam, iters) == best[:3] else ""
-                lines.append(
-                    f"| {wav or '-'} | {lam} | {iters} | {r[4]['psnr']:.2f} | {r[4]['ssim']:.4f} | "
-                    f"{r[8]['psnr']:.2f} | {r[8]['ssim']:.4f} | "
-                    f"{np.mean([r[a]['s'] for a in ACCELS]):.3f} | {mark} |"
-                )
-            lines.append("")
+            lines += [f"## {method}", "", markdown_table([*header, "s/slice", ""], cells), ""]
         # methods not rerun keep their section of an existing table
         if args.out.is_file():
             old = args.out.read_text().split("\n## ")[1:]

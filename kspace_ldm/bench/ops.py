@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from kspace_ldm.bench.timing import copy_bandwidth, median_seconds
+from kspace_ldm.tables import markdown_table
 
 SINGLE_COIL = (8, 1, 640, 368)
 MULTI_COIL = (4, 15, 640, 368)
@@ -230,17 +231,21 @@ def describe_device(device: str) -> str:
 
 def format_table(result: dict) -> str:
     """Markdown table of a :func:`run` result."""
-    lines = [
-        f"device: {result['device']}, torch {result['torch']}, "
-        f"copy bandwidth {result['copy_GBps']:.1f} GB/s",
-        "",
-        "| op | shape | fused ms | eager ms | speedup | GB/s | of copy | eager is |",
-        "|---|---|---|---|---|---|---|---|",
+    header = ["op", "shape", "fused ms", "eager ms", "speedup", "GB/s", "of copy", "eager is"]
+    rows = [
+        [
+            r["name"],
+            "x".join(map(str, r["shape"])),
+            f"{r['fused_ms']:.2f}",
+            f"{r['eager_ms']:.2f}",
+            f"{r['speedup']:.2f}x",
+            f"{r['GBps']:.1f}",
+            f"{r['fraction_of_copy']:.0%}",
+            r["eager"],
+        ]
+        for r in result["ops"]
     ]
-    for r in result["ops"]:
-        shape = "x".join(map(str, r["shape"]))
-        lines.append(
-            f"| {r['name']} | {shape} | {r['fused_ms']:.2f} | {r['eager_ms']:.2f} | "
-            f"{r['speedup']:.2f}x | {r['GBps']:.1f} | {r['fraction_of_copy']:.0%} | {r['eager']} |"
-        )
-    return "\n".join(lines)
+    return (
+        f"device: {result['device']}, torch {result['torch']}, "
+        f"copy bandwidth {result['copy_GBps']:.1f} GB/s\n\n" + markdown_table(header, rows)
+    )

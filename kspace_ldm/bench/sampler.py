@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..tables import markdown_table
 from .timing import sync
 
 __all__ = ["format_table", "run"]
@@ -181,21 +182,31 @@ def run(
 
 def format_table(r: dict) -> str:
     size = "x".join(map(str, r["size"]))
+    rows = [
+        [
+            "python",
+            f"{r['python_s_per_slice']:.3f}",
+            f"{r['python_network_s_per_slice']:.3f}",
+            f"{100 * r['python_overhead_fraction']:.1f}%",
+            "1.00x",
+        ],
+        [
+            "cpp",
+            f"{r['cpp_s_per_slice']:.3f}",
+            f"{r['network_s_per_slice']:.3f}",
+            f"{100 * r['overhead_fraction']:.1f}%",
+            f"{r['speedup']:.2f}x",
+        ],
+    ]
+    if "cpp_no_graphs_s_per_slice" in r:
+        no_graphs = r["cpp_no_graphs_s_per_slice"]
+        speedup = r["python_s_per_slice"] / no_graphs
+        rows.append(["cpp, no CUDA graphs", f"{no_graphs:.3f}", "", "", f"{speedup:.2f}x"])
+    header = ["backend", "s/slice", "networks s/slice", "not networks", "speedup"]
     return (
         f"device: {r['device']}, torch {r['torch']}, {r['sampler']}"
         + (f", {r['steps']} steps" if r["steps"] else "")
         + f", k-space {size}, batch {r['batch']}, median of {r['repeats']}\n\n"
-        "| backend | s/slice | networks s/slice | not networks | speedup |\n"
-        "|---|---|---|---|---|\n"
-        f"| python | {r['python_s_per_slice']:.3f} | {r['python_network_s_per_slice']:.3f} | "
-        f"{100 * r['python_overhead_fraction']:.1f}% | 1.00x |\n"
-        f"| cpp | {r['cpp_s_per_slice']:.3f} | {r['network_s_per_slice']:.3f} | "
-        f"{100 * r['overhead_fraction']:.1f}% | {r['speedup']:.2f}x |"
-        + (
-            f"\n| cpp, no CUDA graphs | {r['cpp_no_graphs_s_per_slice']:.3f} | | | "
-            f"{r['python_s_per_slice'] / r['cpp_no_graphs_s_per_slice']:.2f}x |"
-            if "cpp_no_graphs_s_per_slice" in r
-            else ""
-        )
+        + markdown_table(header, rows)
         + (f"\n\nCUDA graphs failed: {r['cuda_graph_error']}" if r.get("cuda_graph_error") else "")
     )

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from kspace_ldm.tables import markdown_table
+
 __all__ = ["bench_config", "format_table", "run_configs"]
 
 
@@ -168,17 +170,32 @@ def run_configs(
 
 def format_table(rows: list[dict]) -> str:
     """Markdown table of :func:`run_configs` rows."""
-    lines = [
-        "| config | family | params (M) | input | batch | s/step | samples/s | peak MB | notes |",
-        "|---|---|---|---|---|---|---|---|---|",
+    header = [
+        "config",
+        "family",
+        "params (M)",
+        "input",
+        "batch",
+        "s/step",
+        "samples/s",
+        "peak MB",
+        "notes",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['config']} | {r['family']} | {r['params_M']:.1f} | {r['size']} | {r['batch']} "
-            f"| {r['step_s']:.3f} | {r['samples_per_s']:.2f} | {r['peak_mem_MB']:.0f} "
-            f"| {r['notes']} |"
-        )
-    return "\n".join(lines)
+    cells = [
+        [
+            r["config"],
+            r["family"],
+            f"{r['params_M']:.1f}",
+            r["size"],
+            r["batch"],
+            f"{r['step_s']:.3f}",
+            f"{r['samples_per_s']:.2f}",
+            f"{r['peak_mem_MB']:.0f}",
+            r["notes"],
+        ]
+        for r in rows
+    ]
+    return markdown_table(header, cells)
 
 
 def _main() -> None:

@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # torch is imported lazily: numpy-only users should not pay f
     import torch
 
 __all__ = [
+    "COLUMN_MASK_TYPES",
     "MASK_TYPES",
     "ColumnMaskFunc",
     "EquispacedFractionMask",
@@ -793,6 +794,10 @@ _MASK_CLASSES: dict[str, type[MaskFunc]] = {
     )
 }
 MASK_TYPES: tuple[str, ...] = tuple(_MASK_CLASSES)
+#: The column masks (fastMRI's 1-D Cartesian masks) of :data:`MASK_TYPES`.
+COLUMN_MASK_TYPES: tuple[str, ...] = tuple(
+    t for t, cls in _MASK_CLASSES.items() if issubclass(cls, ColumnMaskFunc)
+)
 
 
 def create_mask(

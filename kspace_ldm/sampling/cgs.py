@@ -45,6 +45,7 @@ import torch
 
 from ..errors import InputError
 from ..latents import estimate_norm_stats, normalize_with
+from ..methods import LDM_SAMPLERS
 from ..models.kspace_norm import KspaceNormalizer, NormStats
 from ..models.ldm import LatentDiffusion, load_ldm, unet_predict
 from ..ops import dc_project  # fused kldm::dc_project (CPU and CUDA kernels)
@@ -53,7 +54,7 @@ from .schedulers import FusedDDPMScheduler
 
 __all__ = ["SAMPLERS", "KspaceLDMSampler", "SamplerOptions"]
 
-SAMPLERS = ("cgs", "cgs-ref")
+SAMPLERS = LDM_SAMPLERS  # the one list: kspace_ldm/methods.py
 # Defaults of each sampler (chosen on the synthetic validation split, docs/results.md); the export
 # manifest carries them to the C++ sampler.
 CGS_DEFAULTS = {"steps": 5, "t0": 150, "guidance": 0.0, "eta": 0.0, "refit": True, "samples": 1}

@@ -32,11 +32,11 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from ..methods import CS_SAMPLERS  # the one list of the method names
 from ..ops import fft2c, ifft2c, sense_adjoint, sense_forward
 
 __all__ = ["CS_DEFAULTS", "CS_SAMPLERS", "CSOptions", "cs_reconstruct"]
 
-CS_SAMPLERS = ("cs-wavelet", "cs-tv")
 _TV_STEP_RATIO = 10.0  # tau / (1 / L) of Chambolle-Pock, see chambolle_pock_tv
 TAU = 1.0
 

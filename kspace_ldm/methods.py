@@ -1,0 +1,20 @@
+"""The names of the reconstruction methods and sampler backends: the one list of each.
+
+Imports nothing, so that ``kldm`` builds its ``--sampler`` / ``--backend`` choices from them
+without loading torch; :mod:`kspace_ldm.recon`, :mod:`kspace_ldm.sampling.cgs` and
+:mod:`kspace_ldm.sampling.cs` take theirs from here.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BACKENDS", "CS_SAMPLERS", "LDM_SAMPLERS", "SAMPLERS"]
+
+#: Every method of ``kldm recon --sampler``, in the order of its help.
+SAMPLERS = ("zero-filled", "cgs", "cgs-ref", "unet", "cs-wavelet", "cs-tv")
+#: The latent-diffusion samplers (kspace_ldm.sampling.cgs; the C++ sampler runs these).
+LDM_SAMPLERS = ("cgs", "cgs-ref")
+#: Classical compressed-sensing baselines (kspace_ldm.sampling.cs): no model, Python backend only.
+CS_SAMPLERS = ("cs-wavelet", "cs-tv")
+#: The sampler implementations: "python" (kspace_ldm.sampling.cgs, eager PyTorch on an LDM run) and
+#: "cpp" (kldm::Sampler through kspace_ldm.sampling.cpp, on an export directory).
+BACKENDS = ("python", "cpp")
