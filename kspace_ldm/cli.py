@@ -419,6 +419,12 @@ def convert(src, dst, to, overwrite) -> None:
     help="Guidance scale (cgs: scale-free step on the normalised residual, 0; cgs-ref: 100).",
 )
 @click.option(
+    "--refit/--no-refit",
+    default=True,
+    show_default=True,
+    help="cgs: fit the normalisation statistics to the measured samples (least squares).",
+)
+@click.option(
     "--mask",
     "mask_type",
     default="random",
@@ -517,6 +523,7 @@ def recon(
     coil_combine,
     t0,
     guidance,
+    refit,
     mask_type,
     accel,
     center_fraction,
@@ -537,6 +544,7 @@ def recon(
     ISMRMRD raw data is told apart by its HDF5 layout; an undersampled one uses the lines it
     holds as the mask. Under torchrun the files of a folder are shared out over the ranks."""
     from kspace_ldm.recon import ReconOptions, reconstruct
+    from kspace_ldm.sampling.cgs import SamplerOptions
 
     if sampler is None:
         sampler = "cgs" if model_dir is not None else "zero-filled"
@@ -563,11 +571,9 @@ def recon(
         device=device,
         batch_size=batch_size,
         model=None if model_dir is None else str(model_dir),
-        steps=steps,
-        t0=t0,
-        guidance=guidance,
-        sampler_seed=seed,
-        samples=samples,
+        sampling=SamplerOptions(
+            steps=steps, t0=t0, guidance=guidance, refit=refit, samples=samples, seed=seed
+        ),
         backend=backend,
         formats=tuple(out_formats) or ("h5",),
         overwrite=overwrite,
