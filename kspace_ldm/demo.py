@@ -29,6 +29,7 @@ from kspace_ldm.evaluate import evaluate_folders
 from kspace_ldm.io import atomic_write_text
 from kspace_ldm.pretrained import demo_model
 from kspace_ldm.recon import ReconOptions, check_backend, reconstruct, volume_mask
+from kspace_ldm.sampling.cgs import SamplerOptions
 from kspace_ldm.tables import markdown_table
 from kspace_ldm.viz import panel, save_png
 
@@ -123,7 +124,7 @@ def run_demo(
             center_fractions=(cf,),
             backend=backend if method == "cgs" else "python",
             model=str(cgs_model) if method == "cgs" else None,
-            samples=samples,
+            sampling=SamplerOptions(samples=samples),
         )
         t = time.perf_counter()
         reports = reconstruct(target_dir, rdir, opts, progress=progress)

@@ -235,13 +235,9 @@ def normalize_with(normalizer: KspaceNormalizer, k: torch.Tensor, stats: NormSta
     """:meth:`KspaceNormalizer.normalize` with given statistics: complex ``[B, C, H, W]`` ->
     real ``[B, 2C, H, W]`` (the spectrum weighting / companding is applied too). The sampler uses
     it because an undersampled scan's own statistics are not those the autoencoder saw."""
-    from .physics.transforms import complex_to_channels
+    from .models.kspace_norm import channels_with  # kldm::kspace_normalize, given statistics
 
-    x = complex_to_channels(k)
-    if stats.shift is not None:
-        x = x - stats.shift
-    if stats.scale is not None:
-        x = x / stats.scale
+    x = channels_with(k, stats)
     if normalizer.weighting == "radial":
         x = x * normalizer.weight(*x.shape[-2:], device=x.device, dtype=x.dtype)
     elif normalizer.weighting == "log":

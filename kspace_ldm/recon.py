@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -40,6 +41,9 @@ from kspace_ldm.methods import BACKENDS, CS_SAMPLERS, SAMPLERS
 from kspace_ldm.physics.transforms import center_crop, kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
+if TYPE_CHECKING:
+    from kspace_ldm.sampling.cgs import SamplerOptions
+
 
 def check_backend(backend: str) -> None:
     """One-line :class:`InputError` unless ``backend`` is in :data:`BACKENDS`."""
@@ -47,6 +51,13 @@ def check_backend(backend: str) -> None:
         raise InputError(
             "--backend", f"unknown backend {backend!r} (available: {', '.join(BACKENDS)})"
         )
+
+
+def _sampler_options(**kwargs) -> SamplerOptions:
+    # imported on use: the sampler module loads the models and the native core
+    from kspace_ldm.sampling.cgs import SamplerOptions
+
+    return SamplerOptions(**kwargs)
 
 
 @dataclass(frozen=True)
@@ -65,11 +76,14 @@ class ReconOptions:
             ``unet`` (the supervised baseline, Python backend only).
         backend: ``python`` (the reference implementation, eager PyTorch) or ``cpp``
             (``kldm::Sampler`` on AOTInductor packages; same algorithm, defaults and seeds).
-        steps / t0 / guidance / eta: sampler settings (:class:`SamplerOptions`; None = default).
+        sampling: the diffusion sampler's settings, a
+            :class:`~kspace_ldm.sampling.cgs.SamplerOptions` (steps, t0, guidance, eta, refit,
+            samples; None = the sampler's default), the object both backends take. Its
+            ``sampler`` is set from :attr:`sampler` and its ``seed`` is the base of the per-batch
+            seeds (:func:`batch_seed`: with the file name and the first slice index, so a file's
+            result does not depend on the other files).
         cs_lambda / cs_iterations: regularisation weight and iterations of the CS baselines
             (``cs-wavelet``, ``cs-tv``; None = :data:`kspace_ldm.sampling.cs.CS_DEFAULTS`).
-        sampler_seed: seeds the sampler's generator, per file and batch (with the file name and
-            the first slice index), so a file's result does not depend on the other files.
         png: also write a preview PNG of the middle slice per volume into ``out/png``.
         device: torch device of the computation.
         batch_size: slices processed together (memory: one batch of k-space at a time).
@@ -95,12 +109,7 @@ class ReconOptions:
     device: str = "cpu"
     batch_size: int = 8
     model: str | None = None
-    steps: int | None = None
-    t0: int | None = None
-    guidance: float | None = None
-    eta: float = 0.0
-    sampler_seed: int = 0
-    samples: int = 1
+    sampling: SamplerOptions = field(default_factory=_sampler_options)
     backend: str = "python"
     formats: Sequence[str] = ("h5",)
     overwrite: bool = False
@@ -316,8 +325,11 @@ def batch_seed(sampler_seed: int, name: str, start: int) -> int:
     return seed % (2**63)
 
 
-def _batch_generator(options: ReconOptions, name: str, start: int) -> torch.Generator:
-    return torch.Generator().manual_seed(batch_seed(options.sampler_seed, name, start))
+def batch_options(options: ReconOptions, name: str, start: int) -> SamplerOptions:
+    """The :class:`SamplerOptions` of the batch of file ``name`` starting at slice ``start``:
+    ``options.sampling`` with the recon's sampler and the batch's seed (either backend)."""
+    seed = batch_seed(options.sampling.seed, name, start)
+    return replace(options.sampling, sampler=options.sampler, seed=seed)
 
 
 def reconstruct_file(
@@ -362,27 +374,15 @@ def reconstruct_file(
                 with torch.no_grad():
                     image = sampler(zf[:, None].float())[:, 0]
             else:
-                from kspace_ldm.sampling.cgs import SamplerOptions
-
                 k = masked if coil_dim is not None else masked[:, None]  # [b, C, H, W]
                 m = torch.as_tensor(mask_used, device=k.device)
                 maps = None
                 if coil_agnostic(options, sampler, k.shape[1], f.path):
                     maps = coil_maps(k, f.path)
                 k_out = sampler.sample(
-                    options.sampler,
                     k,
                     m,
-                    SamplerOptions(
-                        options.steps,
-                        options.t0,
-                        options.guidance,
-                        options.eta,
-                        samples=options.samples,
-                    ),
-                    batch_seed(options.sampler_seed, path.name, start)
-                    if options.backend == "cpp"
-                    else _batch_generator(options, path.name, start),
+                    batch_options(options, path.name, start),
                     **({} if maps is None else {"maps": maps}),
                 )
                 image = kspace_to_image(k_out, crop=crop, coil_dim=1)
@@ -465,14 +465,15 @@ def _sampler_attrs(options: ReconOptions, coils: int = 1) -> dict:
         return {"model": str(options.model)}
     out = {
         "model": str(options.model),
-        "sampler_seed": options.sampler_seed,
+        "sampler_seed": options.sampling.seed,
         "backend": options.backend,
-        "eta": options.eta,
-        "samples": options.samples,
+        "eta": options.sampling.eta,
+        "samples": options.sampling.samples,
+        "refit": options.sampling.refit,
         "coil_combine": options.coil_combine,
     }
     for key in ("steps", "t0", "guidance"):
-        value = getattr(options, key)
+        value = getattr(options.sampling, key)
         out[key] = "default" if value is None else value
     return out
 

@@ -60,6 +60,7 @@ def test_example_consumer_builds_and_runs(tmp_path):
     from test_export import H, W, mask_w, phantom, tiny
 
     from kspace_ldm.export import export_sampler
+    from kspace_ldm.sampling.cgs import SamplerOptions
     from kspace_ldm.sampling.cpp import CppSampler
 
     export = tmp_path / "export"
@@ -73,7 +74,7 @@ def test_example_consumer_builds_and_runs(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "measured samples exact: 1" in run.stdout
     got = read_cfl(tmp_path / "out")
-    want, image = CppSampler(export).reconstruct("cgs", y, m, seed=0)
+    want, image = CppSampler(export).reconstruct(y, m, SamplerOptions())
     np.testing.assert_array_equal(got, want.numpy())
     np.testing.assert_array_equal(read_cfl(tmp_path / "out_image").real, image.numpy())
     bad = subprocess.run([exe, tmp_path / "nowhere", *args[2:]], capture_output=True, text=True)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -173,10 +174,11 @@ def test_cpp_matches_python(which, name, options, request):
     batch = 3  # static export of batch 1: chunked; dynamic (min 2): a padded last chunk
     y = phantom(batch, coils) * mask_w()
     m = mask_w()
-    want = s.sample(name, y, m, options, torch.Generator().manual_seed(11))
+    options = replace(options, sampler=name, seed=11)
+    want = s.sample(y, m, options)
     cpp = CppSampler(out)
     cpp.profiling = True
-    got, image = cpp.reconstruct(name, y, m, options, 11)
+    got, image = cpp.reconstruct(y, m, options)
     assert got.shape == want.shape and got.dtype == torch.complex64
     assert rel(got, want) < PARITY_RTOL, rel(got, want)
     assert image.shape == (batch, H, W) and image.dtype == torch.float32
@@ -190,10 +192,10 @@ def test_cpp_is_deterministic_and_seed_dependent(single):
     _, out = single
     cpp = CppSampler(out)
     y, m = phantom(1, 1) * mask_w(), mask_w()
-    opts = SamplerOptions(eta=1.0)
-    a = cpp.sample("cgs", y, m, opts, 5)
-    assert torch.equal(a, cpp.sample("cgs", y, m, opts, 5))
-    assert not torch.equal(a, cpp.sample("cgs", y, m, opts, 6))
+    opts = SamplerOptions(eta=1.0, seed=5)
+    a = cpp.sample(y, m, opts)
+    assert torch.equal(a, cpp.sample(y, m, opts))
+    assert not torch.equal(a, cpp.sample(y, m, replace(opts, seed=6)))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -259,19 +261,19 @@ def test_bad_kspace_shape_device_and_values(single):
     y, m = phantom(1, 1) * mask_w(), mask_w()
     with pytest.raises(InputError, match=r"does not match the export \(\[B, 1, 24, 19\]\)"):
         z = torch.zeros(1, 1, 24, 20, dtype=torch.complex64)
-        cpp.sample("cgs", z, torch.ones(20), SamplerOptions(), 0)
+        cpp.sample(z, torch.ones(20), SamplerOptions())
     with pytest.raises(InputError, match="complex"):
-        cpp.sample("cgs", y.real, m, SamplerOptions(), 0)
+        cpp.sample(y.real, m, SamplerOptions())
     bad = y.clone()
     bad[0, 0, 3, 3] = float("nan")
     with pytest.raises(InputError, match="NaN or Inf"):
-        cpp.sample("cgs", bad, m, SamplerOptions(), 0)
+        cpp.sample(bad, m, SamplerOptions())
     with pytest.raises(InputError, match="mask: shape"):
-        cpp.sample("cgs", y, torch.ones(7, dtype=torch.bool), SamplerOptions(), 0)
+        cpp.sample(y, torch.ones(7, dtype=torch.bool), SamplerOptions())
     with pytest.raises(InputError, match="unknown sampler"):
-        cpp.sample("ddpm", y, m, SamplerOptions(), 0)
+        cpp.sample(y, m, SamplerOptions(sampler="ddpm"))
     with pytest.raises(InputError, match="t0"):
-        cpp.sample("cgs", y, m, SamplerOptions(t0=5000), 0)
+        cpp.sample(y, m, SamplerOptions(t0=5000))
     with pytest.raises(InputError, match="exported for cpu, not cuda"):
         CppSampler(single[1], "cuda")
 
@@ -421,8 +423,9 @@ def test_cuda_export_matches_python_on_cuda(tmp_path):
             for batch in (3, 2):
                 y, m = (phantom(batch, 1) * mask_w()).cuda(), mask_w().cuda()
                 for name, opts in cases:
-                    want = s.sample(name, y, m, opts, torch.Generator().manual_seed(3))
-                    got = cpp.sample(name, y, m, opts, 3)
+                    opts = replace(opts, sampler=name, seed=3)
+                    want = s.sample(y, m, opts)
+                    got = cpp.sample(y, m, opts)
                     assert got.is_cuda
                     assert rel(got, want) < PARITY_RTOL, (graphs, batch, name, rel(got, want))
             if graphs:

@@ -56,9 +56,7 @@ def test_coil_agnostic_sampler_keeps_every_coil_measurement(one_thread):
     assert out.shape == y.shape and out.dtype == y.dtype
     assert torch.equal(out[m.expand_as(out)], y[m.expand_as(y)])  # per-coil hard consistency
     # the same seed gives the same k-space; sample(..., maps=) routes here
-    again = sampler.sample(
-        "cgs", y, m, SamplerOptions(steps=2, t0=50), torch.Generator().manual_seed(0), maps=maps
-    )
+    again = sampler.sample(y, m, SamplerOptions(steps=2, t0=50, seed=0), maps=maps)
     assert torch.equal(out, again)
 
 

@@ -44,27 +44,25 @@ PYBIND11_MODULE(_C, m) {
       .def(
           "reconstruct",
           [](const kldm::Sampler& s, const at::Tensor& kspace, const at::Tensor& mask,
-             const std::string& sampler, std::optional<int64_t> steps, std::optional<int64_t> t0,
-             std::optional<double> guidance, double eta, bool refit, int64_t samples,
-             uint64_t seed) {
+             const py::object& options) {
+            // kspace_ldm.sampling.cgs.SamplerOptions -> kldm::SamplerOptions, field by field (same
+            // names; None -> std::nullopt: the manifest's default).
             kldm::SamplerOptions o;
-            o.sampler = sampler;
-            o.steps = steps;
-            o.t0 = t0;
-            o.guidance = guidance;
-            o.eta = eta;
-            o.refit = refit;
-            o.samples = samples;
-            o.seed = seed;
+            o.sampler = options.attr("sampler").cast<std::string>();
+            o.steps = options.attr("steps").cast<std::optional<int64_t>>();
+            o.t0 = options.attr("t0").cast<std::optional<int64_t>>();
+            o.guidance = options.attr("guidance").cast<std::optional<double>>();
+            o.eta = options.attr("eta").cast<double>();
+            o.refit = options.attr("refit").cast<bool>();
+            o.samples = options.attr("samples").cast<int64_t>();
+            o.seed = options.attr("seed").cast<uint64_t>();
             py::gil_scoped_release release;
             kldm::Reconstruction r = s.reconstruct(kspace, mask, o);
             return std::make_pair(r.kspace, r.image);
           },
-          py::arg("kspace"), py::arg("mask"), py::arg("sampler") = "cgs",
-          py::arg("steps") = py::none(), py::arg("t0") = py::none(),
-          py::arg("guidance") = py::none(), py::arg("eta") = 0.0, py::arg("refit") = true,
-          py::arg("samples") = 1, py::arg("seed") = 0,
-          "(kspace [B, C, H, W] complex64, image [B, H, W] float32)")
+          py::arg("kspace"), py::arg("mask"), py::arg("options"),
+          "(kspace [B, C, H, W] complex64, image [B, H, W] float32); options: "
+          "kspace_ldm.sampling.cgs.SamplerOptions")
       .def_property_readonly("info",
                              [](const kldm::Sampler& s) {
                                const auto& i = s.info();

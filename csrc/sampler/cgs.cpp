@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // kldm::Sampler: the cgs algorithm (kspace_ldm.sampling.cgs, KspaceLDMSampler.cgs), step for
 // step; the shared steps are in sampler.cpp.
+#include <optional>
 #include <tuple>
 
 #include "kldm/ops.h"
@@ -8,6 +9,22 @@
 #include "sampler_impl.h"
 
 namespace kldm {
+
+// KspaceLDMSampler._ddim_update: z_prev = sqrt(a_p) x0 + sqrt(1 - a_p - sigma^2) eps [+ sigma
+// noise] on kldm::ddim_step, which derives x0 from (model_output, sample): it gets the latent at
+// level t whose Tweedie estimate is the consistent x0, sqrt(a_t) x0 + sqrt(1 - a_t) eps.
+at::Tensor Sampler::Impl::ddim_update(const at::Tensor& x0, const at::Tensor& eps,
+                                      const at::Tensor& a_t, const at::Tensor& a_p, double eta,
+                                      at::Generator& gen) const {
+  auto sigma = eta * ((1 - a_p) / (1 - a_t) * (1 - a_t / a_p)).clamp_min(0).sqrt();
+  auto sa = a_t.sqrt(), sb = (1 - a_t).sqrt();
+  std::optional<at::Tensor> noise;
+  if (eta > 0) noise = randn(x0.sizes(), gen);
+  return std::get<0>(kldm::ddim_step(eps, sa * x0 + sb * eps, noise, sa.item<double>(),
+                                     sb.item<double>(), a_p.sqrt().item<double>(),
+                                     (1 - a_p - sigma.square()).clamp_min(0).sqrt().item<double>(),
+                                     sigma.item<double>()));
+}
 
 at::Tensor Sampler::Impl::cgs(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
                               at::Generator& gen) const {
@@ -43,11 +60,7 @@ at::Tensor Sampler::Impl::cgs(const at::Tensor& y, const at::Tensor& m, const Sa
     }
     if (i + 1 == ts.size()) break;  // the last estimate goes to the final consistency
     x0 = consistency(x0, y, m, stats, false, anchor).first;
-    const int64_t tp = ts[i + 1];
-    auto a_t = ac[t], a_p = ac[tp];
-    auto sigma = o.eta * ((1 - a_p) / (1 - a_t) * (1 - a_t / a_p)).clamp_min(0).sqrt();
-    zt = a_p.sqrt() * x0 + (1 - a_p - sigma.square()).clamp_min(0).sqrt() * eps;
-    if (o.eta > 0) zt = zt + sigma * randn(zt.sizes(), gen);
+    zt = ddim_update(x0, eps, ac[t], ac[ts[i + 1]], o.eta, gen);
   }
   auto k = norm.denormalize(decode(x0 / s), stats).to(y.scalar_type());
   return kldm::dc_project(k, y, m, 1.0);

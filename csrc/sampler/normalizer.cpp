@@ -2,7 +2,10 @@
 #include "normalizer.h"
 
 #include <cmath>
+#include <optional>
+#include <tuple>
 
+#include "kldm/ops.h"
 #include "kldm/sampler.h"
 
 namespace kldm::detail {
@@ -45,13 +48,25 @@ static at::Tensor apply_weighting(const Normalizer& n, at::Tensor x) {
   return x;
 }
 
+// (channel - shift) / scale with given statistics (undefined: 0 / 1) in one pass of
+// kldm::kspace_normalize (kspace_norm.channels_with); eps 0: only a zero scale, which the clamps
+// never leave, would be replaced by 1.
+static at::Tensor channels_with(const at::Tensor& k, const NormStats& stats) {
+  if (!stats.shift.defined() && !stats.scale.defined()) return complex_to_channels(k);
+  const auto real = k.options().dtype(c10::toRealValueType(k.scalar_type()));
+  auto one = at::ones({}, real);
+  auto scale = stats.scale.defined() ? stats.scale.to(real.dtype()) : one;
+  auto shift = stats.shift.defined() ? stats.shift.to(real.dtype()) : at::zeros({}, real);
+  return std::get<0>(kldm::kspace_normalize(k, shift, scale, 0.0));
+}
+
 std::pair<at::Tensor, NormStats> Normalizer::normalize(const at::Tensor& k) const {
-  auto x = complex_to_channels(k);
+  at::Tensor x;
   NormStats stats;
   if (mode == "standardize") {
-    stats.shift = x.mean({-2, -1}, true);
-    stats.scale = x.std({-2, -1}, /*unbiased=*/true, /*keepdim=*/true).clamp_min(eps);
-    x = (x - stats.shift) / stats.scale;
+    // kldm::kspace_normalize computes the statistics (std <= eps: divisor 1) and the channels.
+    std::tie(x, stats.shift, stats.scale) =
+        kldm::kspace_normalize(k, std::nullopt, std::nullopt, eps);
   } else if (mode == "rms" || mode == "acs") {
     at::Tensor src = k;
     if (mode == "acs") {
@@ -60,16 +75,15 @@ std::pair<at::Tensor, NormStats> Normalizer::normalize(const at::Tensor& k) cons
       src = k.narrow(-1, start, n);
     }
     stats.scale = src.abs().square().mean({1, 2, 3}, true).sqrt().clamp_min(eps);
-    x = x / stats.scale;
+    x = channels_with(k, stats);
+  } else {
+    x = complex_to_channels(k);
   }
   return {apply_weighting(*this, x), stats};
 }
 
 at::Tensor Normalizer::normalize_with(const at::Tensor& k, const NormStats& stats) const {
-  auto x = complex_to_channels(k);
-  if (stats.shift.defined()) x = x - stats.shift;
-  if (stats.scale.defined()) x = x / stats.scale;
-  return apply_weighting(*this, x);
+  return apply_weighting(*this, channels_with(k, stats));
 }
 
 at::Tensor Normalizer::denormalize(const at::Tensor& x_in, const NormStats& stats) const {
@@ -80,9 +94,12 @@ at::Tensor Normalizer::denormalize(const at::Tensor& x_in, const NormStats& stat
   } else if (weighting == "log") {
     x = at::sign(x) * log_c * at::expm1(x.abs().clamp_max(log_clamp));
   }
-  if (stats.scale.defined()) x = x * stats.scale;
-  if (stats.shift.defined()) x = x + stats.shift;
-  return channels_to_complex(x);
+  if (!stats.scale.defined() && !stats.shift.defined()) return channels_to_complex(x);
+  // kldm::kspace_denormalize: x * scale + shift and the interleave to complex in one pass.
+  auto one = at::ones({}, x.options());
+  auto scale = stats.scale.defined() ? stats.scale.to(x.scalar_type()) : one;
+  auto shift = stats.shift.defined() ? stats.shift.to(x.scalar_type()) : at::zeros({}, x.options());
+  return kldm::kspace_denormalize(x, shift, scale);
 }
 
 at::Tensor Normalizer::denormalize_vjp(const at::Tensor& x_in, const NormStats& stats,

@@ -99,9 +99,11 @@ at::Tensor Sampler::Impl::residual_grad(const at::Tensor& u, const at::Tensor& y
                                         const at::Tensor& m, const NormStats& stats,
                                         bool scale_free) const {
   auto x = decode(u);
-  auto k = norm.denormalize(x, stats);
+  auto k = norm.denormalize(x, stats).to(y.scalar_type());
   auto mk = m.to(k.scalar_type());
-  auto r = (k - y) * mk;
+  // kldm::dc_residual's r = M (k - y); d sum|r|^2 / dk = 2 M r (the op's autograd formula, which
+  // is registered from Python only, so it is applied here by hand).
+  auto r = std::get<0>(kldm::dc_residual(k, y, m));
   auto g = 2.0 * detail::complex_to_channels(r * mk);
   if (scale_free) {
     auto energy = (y * mk).abs().square().sum().clamp_min(1e-30);

@@ -128,6 +128,10 @@ struct Sampler::Impl {
   at::Tensor residual_grad(const at::Tensor& u, const at::Tensor& y, const at::Tensor& m,
                            const NormStats& stats, bool scale_free) const;
 
+  // One DDIM step from the consistent estimate x0 with the model's eps (kldm::ddim_step).
+  at::Tensor ddim_update(const at::Tensor& x0, const at::Tensor& eps, const at::Tensor& a_t,
+                         const at::Tensor& a_p, double eta, at::Generator& gen) const;
+
   at::Tensor cgs(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
                  at::Generator& gen) const;
 

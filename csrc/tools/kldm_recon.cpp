@@ -2,8 +2,8 @@
 // kldm-recon: reconstruct an undersampled fastMRI HDF5 file with kldm::Sampler, no Python.
 //
 //   kldm-recon INPUT.h5 OUTPUT.h5 --model EXPORT_DIR [--sampler cgs|cgs-ref] [--steps N] [--t0 T]
-//              [--guidance G] [--eta E] [--samples N] [--seed S] [--batch-size B] [--device
-//              cpu|cuda] [--expect-sha256 HEX]
+//              [--guidance G] [--eta E] [--samples N] [--refit|--no-refit] [--seed S]
+//              [--batch-size B] [--device cpu|cuda] [--expect-sha256 HEX]
 //
 // INPUT is a fastMRI test-format file: `kspace` ([S, H, W] single-coil or [S, C, H, W] multi-coil,
 // complex64 stored as the {r, i} compound h5py writes), `mask` ([W], the measured columns; k-space
@@ -453,7 +453,8 @@ int run(int argc, char** argv) {
       if (a == "-h" || a == "--help") {
         std::cout << "usage: kldm-recon INPUT.h5 OUTPUT.h5 --model EXPORT_DIR [--sampler "
                      "cgs|cgs-ref] [--steps N] [--t0 T] [--guidance G] [--eta E] [--samples N] "
-                     "[--seed S] [--batch-size B] [--device cpu|cuda] [--format h5|ismrmrd] "
+                     "[--refit|--no-refit] [--seed S] [--batch-size B] [--device cpu|cuda] "
+                     "[--format h5|ismrmrd] "
                      "[--expect-sha256 HEX]\n"
                      "INPUT: a fastMRI test-format file or an ISMRMRD raw dataset ("
 #ifdef KLDM_WITH_ISMRMRD
@@ -481,6 +482,8 @@ int run(int argc, char** argv) {
         opt.eta = std::stod(value());
       else if (a == "--samples")
         opt.samples = std::stoll(value());
+      else if (a == "--refit" || a == "--no-refit")
+        opt.refit = a == "--refit";
       else if (a == "--seed")
         seed = std::stoull(value());
       else if (a == "--batch-size")

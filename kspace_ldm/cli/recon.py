@@ -52,6 +52,12 @@ def _method_setting(flag: str, kind: click.ParamType, help: str):
     click.FloatRange(min=0),
     "Guidance scale (cgs: scale-free step on the normalised residual, 0; cgs-ref: 100).",
 )
+@click.option(
+    "--refit/--no-refit",
+    default=True,
+    show_default=True,
+    help="cgs: fit the normalisation statistics to the measured samples (least squares).",
+)
 @params.mask_option(params.MASKS)
 @params.accel_option("4", "Acceleration(s), comma-separated; one is chosen per volume.")
 @click.option(
@@ -127,8 +133,13 @@ def recon(
     ISMRMRD raw data is told apart by its HDF5 layout; an undersampled one uses the lines it
     holds as the mask. Under torchrun the files of a folder are shared out over the ranks."""
     from kspace_ldm.recon import ReconOptions, reconstruct
+    from kspace_ldm.sampling.cgs import SamplerOptions
 
-    # same: the options named as their ReconOptions field (sampler, backend, steps, device, ...)
+    # same: the options named as their ReconOptions or SamplerOptions field (sampler, backend,
+    # steps, device, ...)
+    sampling = SamplerOptions(
+        seed=seed, **{k: same.pop(k) for k in ("steps", "t0", "guidance", "refit", "samples")}
+    )
     sampler = same.pop("sampler") or ("cgs" if model_dir is not None else "zero-filled")
     if sampler not in ("zero-filled", "cs-wavelet", "cs-tv") and model_dir is None:
         raise click.UsageError(f"--sampler {sampler} needs --model RUN_DIR")
@@ -147,7 +158,7 @@ def recon(
         accelerations=tuple(accel),
         center_fractions=tuple(center_fraction),
         seed=mask_seed,
-        sampler_seed=seed,
+        sampling=sampling,
         cs_iterations=cs_iters,
         formats=tuple(out_formats) or ("h5",),
         **same,

@@ -46,8 +46,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import ops  # kldm::kspace_normalize / kspace_denormalize / ifft2c / rss (Python autograd)
 from ..errors import InputError
-from ..physics.transforms import channels_to_complex, complex_to_channels, kspace_to_image
+from ..physics.transforms import center_crop, channels_to_complex, complex_to_channels
 
 __all__ = ["NORM_MODES", "WEIGHTINGS", "KspaceNormalizer", "NormStats"]
 
@@ -142,24 +143,21 @@ class KspaceNormalizer:
                 "normalize",
                 f"k-space must be complex [B, C, H, W], got {kspace.dtype} {tuple(kspace.shape)}",
             )
-        x = complex_to_channels(kspace)
         if self.mode == "standardize":
-            shift = x.mean(dim=(-2, -1), keepdim=True)
-            scale = x.std(dim=(-2, -1), keepdim=True).clamp_min(self.eps)
-            x = (x - shift) / scale
+            # kldm::kspace_normalize computes the statistics (float64 accumulation) and writes the
+            # channels in one pass. A channel whose std is <= eps (a constant one, e.g. an all-zero
+            # imaginary part) is centred and divided by 1 -- the plain `clamp_min(eps)` divided
+            # its rounding noise by eps; every other channel is unchanged to rounding.
+            x, shift, scale = ops.kspace_normalize(kspace, eps=self.eps)
             stats = NormStats(shift, scale)
-        elif self.mode == "rms":
-            scale = kspace.abs().square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
+        elif self.mode in ("rms", "acs"):
+            src = kspace if self.mode == "rms" else kspace[..., self.acs_columns(kspace.shape[-1])]
+            scale = src.abs().square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
             scale = scale.clamp_min(self.eps)
-            x = x / scale
             stats = NormStats(None, scale)
-        elif self.mode == "acs":
-            acs = kspace[..., self.acs_columns(kspace.shape[-1])]
-            scale = acs.abs().square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
-            scale = scale.clamp_min(self.eps)
-            x = x / scale
-            stats = NormStats(None, scale)
+            x = channels_with(kspace, stats)
         else:
+            x = complex_to_channels(kspace)
             stats = NormStats(None, None)
         if self.weighting == "radial":
             x = x * self.weight(*x.shape[-2:], device=x.device, dtype=x.dtype)
@@ -176,11 +174,14 @@ class KspaceNormalizer:
             x = x / self.weight(*x.shape[-2:], device=x.device, dtype=x.dtype)
         elif self.weighting == "log":
             x = torch.sign(x) * self.log_c * torch.expm1(x.abs().clamp_max(self.log_clamp))
-        if stats.scale is not None:
-            x = x * stats.scale
-        if stats.shift is not None:
-            x = x + stats.shift
-        return channels_to_complex(x)
+        if stats.scale is None and stats.shift is None:
+            return channels_to_complex(x)
+        # kldm::kspace_denormalize: x * scale + shift and the interleave to complex in one pass
+        # (a missing statistic is the identity: scale 1, shift 0, which changes no value).
+        one = x.new_ones(())
+        scale = one if stats.scale is None else stats.scale.to(x.dtype)
+        shift = one.new_zeros(()) if stats.shift is None else stats.shift.to(x.dtype)
+        return ops.kspace_denormalize(x, shift, scale)
 
     def to_image(
         self, x: torch.Tensor, stats: NormStats, crop: tuple[int, int] | None
@@ -193,4 +194,29 @@ class KspaceNormalizer:
         k = self.denormalize(x, stats)
         if crop is not None:
             crop = (min(crop[0], k.shape[-2]), min(crop[1], k.shape[-1]))
-        return kspace_to_image(k, crop=crop, coil_dim=1)
+        # kspace_to_image(k, crop, coil_dim=1) on the native ops (their autograd is registered
+        # from Python, kspace_ldm.ops._meta, so the image-domain losses train through them):
+        # kldm::ifft2c, the crop, then kldm::rss over the coil dim ([B, C, h, w] -> [B, h, w]).
+        image = ops.ifft2c(k)
+        if crop is not None:
+            image = center_crop(image, crop)
+        return ops.rss(image)
+
+
+def channels_with(kspace: torch.Tensor, stats: NormStats) -> torch.Tensor:
+    """Complex ``[B, C, H, W]`` k-space -> real ``[B, 2C, H, W]`` channels
+    ``(channel - shift) / scale`` with given statistics (``None``: 0 / 1), before any spectrum
+    weighting.
+
+    One pass of ``kldm::kspace_normalize`` with given statistics (float32 for complex64), with
+    ``eps = 0``: the op divides by 1 where a given scale is 0 (every scale here is clamped to
+    ``KspaceNormalizer.eps`` first, so that never happens); every other value is
+    ``(channel - shift) / scale`` as the plain expression computes it.
+    """
+    if stats.scale is None and stats.shift is None:
+        return complex_to_channels(kspace)
+    real = kspace.real.dtype
+    one = torch.ones((), dtype=real, device=kspace.device)
+    scale = one if stats.scale is None else stats.scale.to(real)
+    shift = torch.zeros_like(one) if stats.shift is None else stats.shift.to(real)
+    return ops.kspace_normalize(kspace, shift, scale, eps=0.0)[0]

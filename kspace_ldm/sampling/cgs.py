@@ -48,11 +48,11 @@ from ..latents import estimate_norm_stats, normalize_with
 from ..methods import LDM_SAMPLERS
 from ..models.kspace_norm import KspaceNormalizer, NormStats
 from ..models.ldm import LatentDiffusion, load_ldm, unet_predict
-from ..ops import dc_project  # fused kldm::dc_project (CPU and CUDA kernels)
+from ..ops import dc_project, dc_residual, ddim_step  # fused kldm ops (CPU and CUDA kernels)
 from ..physics.transforms import complex_to_channels
 from .schedulers import FusedDDPMScheduler
 
-__all__ = ["SAMPLERS", "KspaceLDMSampler", "SamplerOptions"]
+__all__ = ["SAMPLERS", "KspaceLDMSampler", "SamplerOptions", "check_sampler"]
 
 SAMPLERS = LDM_SAMPLERS  # the one list: kspace_ldm/methods.py
 # Defaults of each sampler (chosen on the synthetic validation split, docs/results.md); the export
@@ -61,11 +61,24 @@ CGS_DEFAULTS = {"steps": 5, "t0": 150, "guidance": 0.0, "eta": 0.0, "refit": Tru
 CGS_REF_DEFAULTS = {"t0": 100, "guidance": 100.0}
 
 
+def check_sampler(name: str) -> None:
+    """One-line :class:`InputError` unless ``name`` is a diffusion sampler (:data:`SAMPLERS`):
+    the one check of the name, run by :class:`SamplerOptions` for both backends (``kldm::Sampler``
+    keeps its own for C++ callers)."""
+    if name not in SAMPLERS:
+        raise InputError("sampler", f"unknown sampler {name!r} (available: {', '.join(SAMPLERS)})")
+
+
 @dataclass(frozen=True)
 class SamplerOptions:
-    """Sampler settings (``None`` = the sampler's default).
+    """Sampler settings (``None`` = the sampler's default), for the Python
+    (:meth:`KspaceLDMSampler.sample`) and the C++ sampler (:class:`~.cpp.CppSampler`) alike: the
+    fields, names and defaults of ``kldm::SamplerOptions`` (csrc/include/kldm/sampler.h); the
+    ``None`` defaults resolve to :data:`CGS_DEFAULTS` / :data:`CGS_REF_DEFAULTS`, which the export
+    manifest carries to the C++ side.
 
     Attributes:
+        sampler: ``"cgs"`` or ``"cgs-ref"`` (:data:`SAMPLERS`; checked on construction).
         steps: DDIM steps of ``cgs`` (default 5; ``cgs-ref`` always takes ``t0 + 1`` single
             steps).
         t0: SDEdit start timestep (``cgs`` default 150, ``cgs-ref`` 100). The ``cgs`` defaults
@@ -78,14 +91,23 @@ class SamplerOptions:
         samples: ``cgs``: average the k-space of this many samples (independent start noise
             from the same generator): a Monte-Carlo estimate of the posterior mean, the
             estimate that minimises the expected squared error. Measured samples stay exact.
+        seed: seeds the CPU generator of every random draw (``torch.Generator().manual_seed``
+            in Python, ``at::make_generator<CPUGeneratorImpl>`` in C++: the same stream).
     """
 
+    sampler: str = "cgs"
     steps: int | None = None
     t0: int | None = None
     guidance: float | None = None
     eta: float = 0.0
     refit: bool = True
     samples: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        check_sampler(self.sampler)
+        if self.samples < 1:
+            raise InputError("sampler", f"samples must be >= 1, got {self.samples}")
 
 
 def _as_mask(mask: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -265,11 +287,35 @@ class KspaceLDMSampler:
         s = self.ldm.scale_factor
         with torch.enable_grad():
             u = x0.detach().requires_grad_(True)
-            k = self.norm.denormalize(self.decode(u / s, pad), stats)
-            r = (k - y) * mask
-            loss = r.abs().square().sum() / (y * mask).abs().square().sum().clamp_min(1e-30)
+            k = self.norm.denormalize(self.decode(u / s, pad), stats).to(y.dtype)
+            # kldm::dc_residual: r = M (k - y) and sum |r|^2 in one pass (autograd from Python)
+            loss = dc_residual(k, y, mask)[1].sum()
+            loss = loss / (y * mask).abs().square().sum().clamp_min(1e-30)
             (grad,) = torch.autograd.grad(loss, u)
         return (x0 - scale * grad).detach()
+
+    def _ddim_update(self, x0, eps, a_t, a_p, eta, generator):
+        """``z_prev = sqrt(a_p) x0 + sqrt(1 - a_p - sigma^2) eps [+ sigma noise]`` on the fused
+        ``kldm::ddim_step`` (float32 coefficients, as diffusers' DDIMScheduler).
+
+        The op derives ``x0`` from ``(model_output, sample)``; here ``x0`` is the *consistent*
+        estimate, so the op gets the latent at level ``t`` whose Tweedie estimate it is, with the
+        model's noise: ``sample = sqrt(a_t) x0 + sqrt(1 - a_t) eps`` (epsilon parametrisation,
+        whatever the model's), from which it recovers ``x0`` to float32 rounding.
+        """
+        sigma = eta * ((1 - a_p) / (1 - a_t) * (1 - a_t / a_p)).clamp_min(0).sqrt()
+        sa, sb = a_t.sqrt(), (1 - a_t).sqrt()
+        noise = torch.randn(x0.shape, generator=generator).to(x0) if eta > 0 else None
+        return ddim_step(
+            eps,
+            sa * x0 + sb * eps,
+            noise,
+            sqrt_alpha_prod_t=float(sa),
+            sqrt_beta_prod_t=float(sb),
+            sqrt_alpha_prod_t_prev=float(a_p.sqrt()),
+            direction_coeff=float((1 - a_p - sigma**2).clamp_min(0).sqrt()),
+            noise_std=float(sigma),
+        )[0]
 
     # ------------------------------------------------------------------------------------------
     # Samplers
@@ -328,12 +374,7 @@ class KspaceLDMSampler:
             if i + 1 == len(ts):
                 break  # the last estimate goes straight to the final k-space consistency
             x0, _ = self._consistency(x0, y, m, stats, pad, False, anchor, project)
-            tp = ts[i + 1]
-            a_t, a_p = ac[t], ac[tp]
-            sigma = options.eta * ((1 - a_p) / (1 - a_t) * (1 - a_t / a_p)).clamp_min(0).sqrt()
-            zt = a_p.sqrt() * x0 + (1 - a_p - sigma**2).clamp_min(0).sqrt() * eps
-            if options.eta > 0:
-                zt = zt + sigma * torch.randn(zt.shape, generator=generator).to(zt)
+            zt = self._ddim_update(x0, eps, ac[t], ac[ts[i + 1]], options.eta, generator)
         k = self.norm.denormalize(self.decode(x0 / s, pad), stats).to(y.dtype)
         if final is not None:
             return final(k)
@@ -384,8 +425,8 @@ class KspaceLDMSampler:
             elif t > 20:  # gradient guidance on z_{t-1} at 21 <= t <= 80, raw k-space units
                 with torch.enable_grad():
                     u = (z / s).detach().requires_grad_(True)
-                    k = self.norm.denormalize(self.decode(u, pad), stats)
-                    loss = ((k - y) * m).abs().square().sum()
+                    k = self.norm.denormalize(self.decode(u, pad), stats).to(y.dtype)
+                    loss = dc_residual(k, y, m)[1].sum()  # sum |M (k - y)|^2, kldm::dc_residual
                     (grad,) = torch.autograd.grad(loss, u)
                 z = z - lam * grad
         return self.norm.denormalize(self.decode(z / s, pad), stats).to(y.dtype)
@@ -400,30 +441,33 @@ class KspaceLDMSampler:
 
     def sample(
         self,
-        name: str,
         masked: torch.Tensor,
         mask: torch.Tensor,
         options: SamplerOptions = SamplerOptions(),
         generator: torch.Generator | None = None,
         maps: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Run the sampler ``name`` (``cgs`` or ``cgs-ref``).
+        """Run the sampler ``options.sampler`` (``cgs`` or ``cgs-ref``) seeded with
+        ``options.seed`` (the interface of :meth:`.cpp.CppSampler.sample`).
 
+        ``generator``: draw from this generator instead of a fresh one seeded with
+        ``options.seed`` (a caller that chains several runs on one stream).
         ``maps [B|1, C, H, W]``: coil sensitivities for the coil-agnostic multi-coil path
         (a single-coil model on ``C``-coil data, :mod:`.sense_dc`; ``cgs`` only).
         """
+        name = options.sampler
+        if generator is None:
+            generator = torch.Generator().manual_seed(options.seed)
         if maps is not None:
             if name != "cgs":
                 raise InputError("sampler", f"coil-agnostic multi-coil needs cgs, not {name!r}")
             from .sense_dc import coil_agnostic_sample
 
             return coil_agnostic_sample(self, masked, mask, maps, options, generator)
-        if name == "cgs":
-            out = self.cgs(masked, mask, options, generator)
-            for _ in range(options.samples - 1):
-                out = out + self.cgs(masked, mask, options, generator)
-            # every sample equals the data on the measured samples, so their mean does too
-            return dc_project(out / options.samples, masked, _as_mask(mask, masked), 1.0)
         if name == "cgs-ref":
             return self.cgs_ref(masked, mask, options, generator)
-        raise InputError("sampler", f"unknown sampler {name!r} (available: {', '.join(SAMPLERS)})")
+        out = self.cgs(masked, mask, options, generator)
+        for _ in range(options.samples - 1):
+            out = out + self.cgs(masked, mask, options, generator)
+        # every sample equals the data on the measured samples, so their mean does too
+        return dc_project(out / options.samples, masked, _as_mask(mask, masked), 1.0)

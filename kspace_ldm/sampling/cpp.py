@@ -48,44 +48,28 @@ class CppSampler:
         return torch.device(self.info["device"])
 
     def sample(
-        self,
-        name: str,
-        masked: torch.Tensor,
-        mask: torch.Tensor,
-        options: SamplerOptions = _DEFAULT,
-        seed: int = 0,
+        self, masked: torch.Tensor, mask: torch.Tensor, options: SamplerOptions = _DEFAULT
     ) -> torch.Tensor:
         """Reconstruct complex ``[B, C, H, W]`` ``masked`` k-space; returns k-space like it.
 
-        ``seed`` seeds the CPU generator of every draw: the Python sampler given
-        ``torch.Generator().manual_seed(seed)`` gives the same result (tests: relative error
-        < 1e-4)."""
-        return self.reconstruct(name, masked, mask, options, seed)[0]
+        The interface of :meth:`KspaceLDMSampler.sample
+        <kspace_ldm.sampling.cgs.KspaceLDMSampler.sample>`: the same options give the same result
+        (``options.seed`` seeds the CPU generator of every draw on both sides; tests: relative
+        error < 1e-4)."""
+        return self.reconstruct(masked, mask, options)[0]
 
     def reconstruct(
-        self,
-        name: str,
-        masked: torch.Tensor,
-        mask: torch.Tensor,
-        options: SamplerOptions = _DEFAULT,
-        seed: int = 0,
+        self, masked: torch.Tensor, mask: torch.Tensor, options: SamplerOptions = _DEFAULT
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(kspace [B, C, H, W] complex64, image [B, H, W] float32 RSS)``."""
+        """``(kspace [B, C, H, W] complex64, image [B, H, W] float32 RSS)``; ``options`` (a
+        :class:`~kspace_ldm.sampling.cgs.SamplerOptions`) crosses to ``kldm::SamplerOptions``
+        field by field."""
         from kspace_ldm import _C
 
+        if not isinstance(options, SamplerOptions):
+            raise InputError("sampler", f"options must be SamplerOptions, got {type(options)}")
         try:
-            return self._sampler.reconstruct(
-                masked,
-                torch.as_tensor(mask),
-                name,
-                options.steps,
-                options.t0,
-                options.guidance,
-                float(options.eta),
-                bool(options.refit),
-                int(options.samples),
-                int(seed),
-            )
+            return self._sampler.reconstruct(masked, torch.as_tensor(mask), options)
         except _C.SamplerError as err:
             raise InputError(None, str(err)) from None
 

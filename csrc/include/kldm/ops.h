@@ -1,6 +1,26 @@
 // SPDX-License-Identifier: MIT
 // Public C++ API of the kldm k-space ops. Every function goes through the PyTorch dispatcher
 // (torch::ops kldm::*), so it runs the CPU or CUDA kernel that matches the inputs' device.
+//
+// Autograd: dc_project, dc_residual, kspace_normalize, kspace_denormalize, fft2c, ifft2c,
+// sense_forward, sense_adjoint and rss are differentiable from Python only: their backward
+// formulas (and fake kernels) are registered by kspace_ldm.ops._meta, which the dispatcher imports
+// when Python first needs them. From C++ without Python they have no autograd kernel (a tensor that
+// requires grad gets no grad_fn); the C++ sampler needs none (its guidance applies dc_residual's
+// formula by hand and differentiates the decoder with the exported VJP package). ddpm_step and
+// ddim_step are not differentiable anywhere.
+//
+// Where each op runs in the pipeline (Python: kspace_ldm.*, C++: csrc/sampler):
+//   dc_project           sampling/cgs.py, sense_dc.py; Sampler (every consistency step)
+//   ddpm_step            sampling/schedulers.py FusedDDPMScheduler (cgs-ref); Sampler cgs-ref
+//   ddim_step            sampling/cgs.py _ddim_update (cgs); Sampler cgs; FusedDDIMScheduler
+//   dc_residual          the guidance loss (cgs, cgs-ref); Sampler residual_grad
+//   kspace_(de)normalize models/kspace_norm.py KspaceNormalizer, latents.normalize_with;
+//                        sampler/normalizer.cpp
+//   fft2c, ifft2c        sense_dc.py, cs.py, KspaceNormalizer.to_image (training's image losses);
+//                        Sampler (the output image)
+//   sense_forward/adjoint sense_dc.py, cs.py
+//   rss                  KspaceNormalizer.to_image; Sampler (the output image)
 #pragma once
 
 #include <ATen/core/Tensor.h>

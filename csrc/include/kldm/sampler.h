@@ -35,8 +35,12 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The same fields, names and defaults as kspace_ldm.sampling.cgs.SamplerOptions (the Python
+// binding converts one into the other field by field); steps / t0 / guidance unset: the sampler's
+// default, which the export manifest carries (sampler_defaults, the Python CGS_DEFAULTS and
+// CGS_REF_DEFAULTS).
 struct SamplerOptions {
-  std::string sampler = "cgs";     // "cgs" | "cgs-ref"
+  std::string sampler = "cgs";     // "cgs" | "cgs-ref" (checked by Sampler::reconstruct)
   std::optional<int64_t> steps;    // cgs DDIM steps (default from the manifest: 5)
   std::optional<int64_t> t0;       // SDEdit start timestep (cgs 150, cgs-ref 100)
   std::optional<double> guidance;  // cgs: scale-free step (0); cgs-ref: lambda (100)
