@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-METHODS = ("zero-filled", "cg-sense", "cgs")
+METHODS = ("zero-filled", "cg-sense", "cs-wavelet", "cs-tv", "bart-pics", "cgs")
 
 
 def main() -> None:

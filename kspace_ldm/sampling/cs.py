@@ -3,8 +3,10 @@
 Both solve, per slice, ``min_x 0.5 ||A x - y||^2 + lam R(x)`` for a complex image ``x`` on the
 k-space grid ``[H, W]``, with
 
-* ``A x = M F x`` (single-coil) or ``A x = M F (S_c x)`` (multi-coil, SENSE maps ``S`` estimated
-  from the fully sampled centre, :func:`kspace_ldm.physics.coils.estimate_sensitivities`);
+* ``A x = M F x`` (single-coil) or ``A x = M F (S_c x)`` (multi-coil, ESPIRiT maps ``S`` from
+  the fully sampled centre, :func:`kspace_ldm.physics.espirit.espirit_maps`: the maps of the
+  coil-agnostic ``cgs`` path, :func:`kspace_ldm.recon.coil_maps`, so both solve against the same
+  SENSE model);
   ``F`` is the centred orthonormal FFT (native :func:`kspace_ldm.ops.fft2c` /
   :func:`~kspace_ldm.ops.sense_forward`), so ``||A|| <= 1`` and unit gradient steps are safe;
 * ``cs-wavelet``: ``R(x) = sum |W x|_detail``, the complex magnitudes of the detail coefficients
@@ -371,8 +373,9 @@ def cs_reconstruct(
         kspace: ``[B, C, H, W]`` complex64/complex128 masked k-space (``C = 1`` single-coil).
         mask: bool/real, broadcastable to ``kspace`` (``[W]``, ``[H, W]``, ``[B, 1, 1, W]``).
         options: ``lam`` / ``iterations`` (None: :data:`CS_DEFAULTS`).
-        maps: ``[B, C, H, W]`` SENSE maps for multi-coil; None estimates them from the data's
-            fully sampled centre when ``C > 1``.
+        maps: ``[B, C, H, W]`` SENSE maps for multi-coil; None: ESPIRiT maps of the data's
+            fully sampled centre when ``C > 1`` (:func:`~kspace_ldm.physics.espirit.espirit_maps`
+            at its defaults, as ``kldm recon`` computes them for ``cgs``).
 
     Returns:
         ``[B, H, W]`` complex image on the k-space grid (take ``abs`` and centre-crop for the
@@ -385,9 +388,13 @@ def cs_reconstruct(
     if lam < 0 or iterations < 0:
         raise InputError(None, f"{method}: lam and iterations must be >= 0, got {lam} {iterations}")
     if kspace.shape[1] > 1 and maps is None:
-        from ..physics.coils import estimate_sensitivities
+        from ..physics.espirit import espirit_maps
 
-        maps = estimate_sensitivities(kspace)
+        maps = espirit_maps(kspace, where=method)
+    if maps is not None:
+        from .sense_dc import check_maps
+
+        check_maps(maps, kspace, f"{method} maps")
     H, W = kspace.shape[-2:]
     probe = _Forward(kspace, mask, maps, (H, W))
     s = _scale(probe.adjoint(kspace))  # [B]
