@@ -19,7 +19,7 @@
 # Time on 2 shared CPU cores, one torch thread: ~1 h at the defaults (the demo model's step counts
 # and sizes, docs/model_card.md: ~25 min K-AE + ~26 min LDM; data and coil combination ~1 min).
 # Tiny smoke run (tests/test_train_multicoil_agnostic.py):
-#   AE_STEPS=2 LDM_STEPS=2 EVERY=2 TRAIN=2 VAL=1 SLICES=2 SHAPE=48x48 RECON=32 scripts/...
+#   AE_STEPS=2 LDM_STEPS=2 EVERY=2 TRAIN=4 VAL=1 SLICES=4 SHAPE=48x48 RECON=32 scripts/...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${1:-runs/mc_agnostic}

@@ -63,9 +63,9 @@ def test_train_multicoil_agnostic_script_tiny(tmp_path):
         AE_STEPS="2",
         LDM_STEPS="2",
         EVERY="2",
-        TRAIN="2",
+        TRAIN="4",
         VAL="1",
-        SLICES="2",
+        SLICES="4",  # 16 training slices: the LDM batch (16) needs them
         SHAPE="48x48",
         RECON="32",
         KLDM=str(Path(sys.executable).parent / "kldm"),
