@@ -6,7 +6,7 @@
 # consistency.
 #   scripts/eval_multicoil_agnostic.sh OUT_DIR
 # Environment: MODEL (default the bundled demo model), METHODS (default all of the above),
-# BART_LAM (bart pics -r, default the cs-wavelet multi-coil weight), KLDM, PY.
+# BART_LAM (bart pics -r, default that of scripts/bart_pics_baseline.py), KLDM, PY.
 set -euo pipefail
 out=$1
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}

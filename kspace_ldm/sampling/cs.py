@@ -60,13 +60,15 @@ CS_DEFAULTS = {
     "cs-tv": {"lam": 0.01, "iterations": 400},
 }
 
-# Multi-coil (C > 1, SENSE maps) overrides of the weight, chosen on a 4-coil validation split of
-# the same geometry (2 volumes x 8 slices, seed 0) by
-#   .venv/bin/python scripts/tune_cs.py --coils 4 --methods cs-wavelet --lams 0.001,0.003,0.01,0.02
-#       --iters 200 --wavelets haar --out docs/cs_tuning_multicoil.md   (then cs-tv, --iters 400)
-# cs-wavelet lam 0.01: 25.79 dB at 4x, 17.73 at 8x (the single-coil 0.001 gave 19.72 / 17.63,
-# below zero-filled at 4x); cs-tv lam 0.01 (as single-coil): 25.93 / 18.19.
-CS_DEFAULTS_MULTICOIL = {"cs-wavelet": {"lam": 0.01}, "cs-tv": {"lam": 0.01}}
+# Multi-coil (C > 1, ESPIRiT maps, the SENSE model of cgs) overrides of the weight, chosen on the
+# 8-coil varied-geometry validation volumes that chose the coil-agnostic cgs settings (2 volumes x
+# 8 slices, `kldm data synth --val 2 --coils 8 --coil-geometry varied --seed 3001`) by
+#   .venv/bin/python scripts/tune_cs.py --data VAL8/multicoil_val --methods cs-wavelet,cs-tv
+#       --lams 0.001,0.003,0.01,0.03 --iters 200 --wavelets haar   (then cs-tv --lams 0.1)
+# (docs/cs_tuning_multicoil.md): cs-wavelet lam 0.01: 23.90 dB at 4x, 20.40 at 8x; cs-tv lam 0.03:
+# 23.74 / 20.74 (0.01: 22.57 / 20.53; 0.1: 20.89 / 16.37). The single-coil weights are far below
+# (lam 0.001: 14.31 / 14.22 for cs-wavelet): SENSE with little regularisation amplifies noise.
+CS_DEFAULTS_MULTICOIL = {"cs-wavelet": {"lam": 0.01}, "cs-tv": {"lam": 0.03}}
 
 
 def resolve_settings(method: str, options: CSOptions | None = None, coils: int = 1) -> dict:
