@@ -362,8 +362,14 @@ def reconstruct_file(
 
                 k = masked if coil_dim is not None else masked[:, None]  # [b, C, H, W]
                 m = torch.as_tensor(mask_used, device=k.device)
+                # multi-coil: the checked ESPIRiT maps of the cgs path (same SENSE model)
+                maps = coil_maps(k, f.path) if k.shape[1] > 1 else None
                 x = cs_reconstruct(
-                    options.sampler, k, m, CSOptions(options.cs_lambda, options.cs_iterations)
+                    options.sampler,
+                    k,
+                    m,
+                    CSOptions(options.cs_lambda, options.cs_iterations),
+                    maps=maps,
                 )
                 image = center_crop(x.abs(), crop)  # [b, R, R]
             elif sampler is None:

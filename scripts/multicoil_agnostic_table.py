@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kspace_ldm.tables import markdown_row, markdown_table
 
-METHODS = ("zero-filled", "cg-sense", "cgs")
+METHODS = ("zero-filled", "cg-sense", "cs-wavelet", "cs-tv", "bart-pics", "cgs")
 
 
 def main() -> None:

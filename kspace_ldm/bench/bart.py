@@ -1,5 +1,5 @@
 """BART (the Berkeley Advanced Reconstruction Toolbox, Debian's ``bart``) as a reference for the CS
-baselines: .cfl/.hdr files and ``bart pics``.
+baselines: .cfl/.hdr files, ``bart pics`` and ``bart ecalib``.
 
 A ``.cfl`` is raw complex64 in column-major (Fortran) order; its ``.hdr`` lists the dims (16 of
 them, BART's ``DIMS``). BART's dim 0 is read-out, 1 phase-encode, 3 coils, so a fastMRI k-space
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["bart_available", "bart_pics", "read_cfl", "write_cfl"]
+__all__ = ["bart_available", "bart_ecalib", "bart_pics", "read_cfl", "write_cfl"]
 
 
 def bart_available() -> bool:
@@ -87,3 +87,32 @@ def bart_pics(
             raise RuntimeError(f"bart pics failed ({proc.returncode}): {proc.stderr.strip()}")
         image = read_cfl(f"{tmp}/x").reshape(H, W)
     return image, seconds
+
+
+def bart_ecalib(kspace: np.ndarray, kernel: int | None = None) -> tuple[np.ndarray, float]:
+    """``bart ecalib -m1`` (one set of ESPIRiT maps, BART's defaults otherwise) on one slice.
+
+    Args:
+        kspace: ``[C, H, W]`` complex masked k-space with a fully sampled centre block.
+        kernel: ``-k`` (BART's default 6). BART refuses a kernel wider than the calibration
+            region (4 ACS columns at 8x), so callers pass ``min(6, acs - 1)`` there, the clamp
+            :func:`kspace_ldm.physics.espirit.espirit_maps` applies itself.
+
+    Returns:
+        (maps ``[C, H, W]`` complex64, seconds of the ``bart`` process).
+    """
+    k = np.asarray(kspace)
+    C, H, W = k.shape
+    with tempfile.TemporaryDirectory(prefix="kldm_bart_") as tmp:
+        write_cfl(f"{tmp}/k", np.transpose(k, (1, 2, 0))[:, :, None, :])
+        cmd = ["bart", "ecalib", "-m1"]
+        if kernel is not None:
+            cmd += ["-k", str(int(kernel))]
+        cmd += [f"{tmp}/k", f"{tmp}/s"]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        seconds = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise RuntimeError(f"bart ecalib failed ({proc.returncode}): {proc.stderr.strip()}")
+        maps = read_cfl(f"{tmp}/s").reshape(H, W, C)
+    return np.ascontiguousarray(np.transpose(maps, (2, 0, 1))), seconds

@@ -3,8 +3,10 @@
 Both solve, per slice, ``min_x 0.5 ||A x - y||^2 + lam R(x)`` for a complex image ``x`` on the
 k-space grid ``[H, W]``, with
 
-* ``A x = M F x`` (single-coil) or ``A x = M F (S_c x)`` (multi-coil, SENSE maps ``S`` estimated
-  from the fully sampled centre, :func:`kspace_ldm.physics.coils.estimate_sensitivities`);
+* ``A x = M F x`` (single-coil) or ``A x = M F (S_c x)`` (multi-coil, ESPIRiT maps ``S`` from
+  the fully sampled centre, :func:`kspace_ldm.physics.espirit.espirit_maps`: the maps of the
+  coil-agnostic ``cgs`` path, :func:`kspace_ldm.recon.coil_maps`, so both solve against the same
+  SENSE model);
   ``F`` is the centred orthonormal FFT (native :func:`kspace_ldm.ops.fft2c` /
   :func:`~kspace_ldm.ops.sense_forward`), so ``||A|| <= 1`` and unit gradient steps are safe;
 * ``cs-wavelet``: ``R(x) = sum |W x|_detail``, the complex magnitudes of the detail coefficients
@@ -58,13 +60,15 @@ CS_DEFAULTS = {
     "cs-tv": {"lam": 0.01, "iterations": 400},
 }
 
-# Multi-coil (C > 1, SENSE maps) overrides of the weight, chosen on a 4-coil validation split of
-# the same geometry (2 volumes x 8 slices, seed 0) by
-#   .venv/bin/python scripts/tune_cs.py --coils 4 --methods cs-wavelet --lams 0.001,0.003,0.01,0.02
-#       --iters 200 --wavelets haar --out docs/cs_tuning_multicoil.md   (then cs-tv, --iters 400)
-# cs-wavelet lam 0.01: 25.79 dB at 4x, 17.73 at 8x (the single-coil 0.001 gave 19.72 / 17.63,
-# below zero-filled at 4x); cs-tv lam 0.01 (as single-coil): 25.93 / 18.19.
-CS_DEFAULTS_MULTICOIL = {"cs-wavelet": {"lam": 0.01}, "cs-tv": {"lam": 0.01}}
+# Multi-coil (C > 1, ESPIRiT maps, the SENSE model of cgs) overrides of the weight, chosen on the
+# 8-coil varied-geometry validation volumes that chose the coil-agnostic cgs settings (2 volumes x
+# 8 slices, `kldm data synth --val 2 --coils 8 --coil-geometry varied --seed 3001`) by
+#   .venv/bin/python scripts/tune_cs.py --data VAL8/multicoil_val --methods cs-wavelet,cs-tv
+#       --lams 0.001,0.003,0.01,0.03 --iters 200 --wavelets haar   (then cs-tv --lams 0.1)
+# (docs/cs_tuning_multicoil.md): cs-wavelet lam 0.01: 23.90 dB at 4x, 20.40 at 8x; cs-tv lam 0.03:
+# 23.74 / 20.74 (0.01: 22.57 / 20.53; 0.1: 20.89 / 16.37). The single-coil weights are far below
+# (lam 0.001: 14.31 / 14.22 for cs-wavelet): SENSE with little regularisation amplifies noise.
+CS_DEFAULTS_MULTICOIL = {"cs-wavelet": {"lam": 0.01}, "cs-tv": {"lam": 0.03}}
 
 
 def resolve_settings(method: str, options: CSOptions | None = None, coils: int = 1) -> dict:
@@ -371,8 +375,9 @@ def cs_reconstruct(
         kspace: ``[B, C, H, W]`` complex64/complex128 masked k-space (``C = 1`` single-coil).
         mask: bool/real, broadcastable to ``kspace`` (``[W]``, ``[H, W]``, ``[B, 1, 1, W]``).
         options: ``lam`` / ``iterations`` (None: :data:`CS_DEFAULTS`).
-        maps: ``[B, C, H, W]`` SENSE maps for multi-coil; None estimates them from the data's
-            fully sampled centre when ``C > 1``.
+        maps: ``[B, C, H, W]`` SENSE maps for multi-coil; None: ESPIRiT maps of the data's
+            fully sampled centre when ``C > 1`` (:func:`~kspace_ldm.physics.espirit.espirit_maps`
+            at its defaults, as ``kldm recon`` computes them for ``cgs``).
 
     Returns:
         ``[B, H, W]`` complex image on the k-space grid (take ``abs`` and centre-crop for the
@@ -385,9 +390,13 @@ def cs_reconstruct(
     if lam < 0 or iterations < 0:
         raise InputError(None, f"{method}: lam and iterations must be >= 0, got {lam} {iterations}")
     if kspace.shape[1] > 1 and maps is None:
-        from ..physics.coils import estimate_sensitivities
+        from ..physics.espirit import espirit_maps
 
-        maps = estimate_sensitivities(kspace)
+        maps = espirit_maps(kspace, where=method)
+    if maps is not None:
+        from .sense_dc import check_maps
+
+        check_maps(maps, kspace, f"{method} maps")
     H, W = kspace.shape[-2:]
     probe = _Forward(kspace, mask, maps, (H, W))
     s = _scale(probe.adjoint(kspace))  # [B]
