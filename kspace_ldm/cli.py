@@ -365,11 +365,13 @@ def convert(src, dst, to, overwrite) -> None:
 )
 @click.option(
     "--sampler",
-    type=click.Choice(["zero-filled", "cgs", "cgs-ref", "unet", "cs-wavelet", "cs-tv"]),
+    type=click.Choice(["zero-filled", "cgs", "cgs-ref", "unet", "cs-wavelet", "cs-tv", "cgs-cs"]),
     default=None,
     help="Reconstruction method: cgs (corrected consistency-guided LDM sampler; the default "
-    "with --model), cgs-ref (the reference algorithm), unet (the supervised U-Net baseline, "
-    "--model a kldm train --stage unet run), zero-filled (the default without --model), "
+    "with --model), cgs-cs (cgs then a CS-regularised final consistency, the cgs + "
+    "L1-wavelet hybrid; python backend), cgs-ref (the reference algorithm), unet (the "
+    "supervised U-Net baseline, --model a kldm train --stage unet run), zero-filled (the "
+    "default without --model), "
     "cs-wavelet / cs-tv (compressed-sensing baselines: L1-wavelet by FISTA, total variation by "
     "Chambolle-Pock; no model).",
 )
@@ -1077,7 +1079,7 @@ def demo(out_dir, acceleration, backend, samples, volumes, slices, seed, threads
     "--methods",
     default="zero-filled,cs-wavelet,cs-tv,cgs",
     show_default=True,
-    help="Comma-separated: zero-filled, cs-wavelet, cs-tv, unet, cgs-ref, cgs.",
+    help="Comma-separated: zero-filled, cs-wavelet, cs-tv, unet, cgs-ref, cgs, cgs-cs.",
 )
 @click.option(
     "--model",

@@ -39,7 +39,10 @@ from kspace_ldm.io import check_output_dir
 from kspace_ldm.physics.transforms import center_crop, kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
-SAMPLERS = ("zero-filled", "cgs", "cgs-ref", "unet", "cs-wavelet", "cs-tv")
+SAMPLERS = ("zero-filled", "cgs", "cgs-ref", "unet", "cs-wavelet", "cs-tv", "cgs-cs")
+# cgs followed by the CS-regularised final consistency (kspace_ldm.sampling.cgs_refine, the cgs +
+# L1-wavelet hybrid): the same model and cgs settings; Python backend only.
+HYBRID_SAMPLERS = {"cgs-cs": "cs-wavelet"}
 # Classical compressed-sensing baselines (kspace_ldm.sampling.cs): no model, Python backend only.
 CS_SAMPLERS = ("cs-wavelet", "cs-tv")
 # The sampler implementations: "python" (kspace_ldm.sampling.cgs, eager PyTorch on an LDM run) and
@@ -298,6 +301,13 @@ def load_sampler(options: ReconOptions):
     if options.backend == "cpp":
         from kspace_ldm.sampling.cpp import CppSampler
 
+        if options.sampler in HYBRID_SAMPLERS:
+            raise InputError(
+                "--backend",
+                f"{options.sampler} (cgs + CS refinement) runs on the python backend only; the "
+                "C++ sampler has cgs and cgs-ref",
+            )
+
         if options.coil_combine == "espirit":
             raise InputError("--coil-combine", _CPP_AGNOSTIC)
 
@@ -376,7 +386,7 @@ def reconstruct_file(
                 if coil_agnostic(options, sampler, k.shape[1], f.path):
                     maps = coil_maps(k, f.path)
                 k_out = sampler.sample(
-                    options.sampler,
+                    "cgs" if options.sampler in HYBRID_SAMPLERS else options.sampler,
                     k,
                     m,
                     SamplerOptions(
@@ -385,6 +395,7 @@ def reconstruct_file(
                         options.guidance,
                         options.eta,
                         samples=options.samples,
+                        refine=HYBRID_SAMPLERS.get(options.sampler),
                     ),
                     batch_seed(options.sampler_seed, path.name, start)
                     if options.backend == "cpp"
@@ -477,6 +488,10 @@ def _sampler_attrs(options: ReconOptions, coils: int = 1) -> dict:
         "samples": options.samples,
         "coil_combine": options.coil_combine,
     }
+    if options.sampler in HYBRID_SAMPLERS:
+        from kspace_ldm.sampling.cgs_refine import REFINE_DEFAULTS
+
+        out.update({f"refine_{k}": v for k, v in REFINE_DEFAULTS.items()})
     for key in ("steps", "t0", "guidance"):
         value = getattr(options, key)
         out[key] = "default" if value is None else value

@@ -77,6 +77,11 @@ class SamplerOptions:
         samples: ``cgs``: average the k-space of this many samples (independent start noise
             from the same generator): a Monte-Carlo estimate of the posterior mean, the
             estimate that minimises the expected squared error. Measured samples stay exact.
+        refine: ``cgs``: a final CS-regularised consistency around the (mean) estimate
+            (:mod:`.cgs_refine`; ``"cs-wavelet"``, the cgs + L1-wavelet hybrid), or None / ``""``
+            for none. Python backend only.
+        refine_lam / refine_mu / refine_iterations: its sparsity weight, prior weight and FISTA
+            iterations (None = :data:`.cgs_refine.REFINE_DEFAULTS`).
     """
 
     steps: int | None = None
@@ -85,6 +90,10 @@ class SamplerOptions:
     eta: float = 0.0
     refit: bool = True
     samples: int = 1
+    refine: str | None = None
+    refine_lam: float | None = None
+    refine_mu: float | None = None
+    refine_iterations: int | None = None
 
 
 def _as_mask(mask: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -414,6 +423,8 @@ class KspaceLDMSampler:
         if maps is not None:
             if name != "cgs":
                 raise InputError("sampler", f"coil-agnostic multi-coil needs cgs, not {name!r}")
+            if options.refine:
+                raise InputError("--refine", "not available on the coil-agnostic multi-coil path")
             from .sense_dc import coil_agnostic_sample
 
             return coil_agnostic_sample(self, masked, mask, maps, options, generator)
@@ -422,7 +433,12 @@ class KspaceLDMSampler:
             for _ in range(options.samples - 1):
                 out = out + self.cgs(masked, mask, options, generator)
             # every sample equals the data on the measured samples, so their mean does too
-            return dc_project(out / options.samples, masked, _as_mask(mask, masked), 1.0)
+            out = dc_project(out / options.samples, masked, _as_mask(mask, masked), 1.0)
+            if options.refine:
+                from .cgs_refine import refine
+
+                out = refine(out, masked, mask, options)
+            return out
         if name == "cgs-ref":
             return self.cgs_ref(masked, mask, options, generator)
         raise InputError("sampler", f"unknown sampler {name!r} (available: {', '.join(SAMPLERS)})")
