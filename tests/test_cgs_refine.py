@@ -27,7 +27,7 @@ def _problem(seed=0, h=32, w=20):  # W = 20: the padded grid (24) is exercised
 def test_haar_prox_matches_ptwt_haar():
     """The strided haar prox equals the cs-wavelet baseline's (ptwt, QR boundary filters):
     the two transforms differ only in band signs/order, which soft-thresholding does not see.
-    Tolerance 1e-5 (float32; measured worst case 3e-7)."""
+    Tolerance 1e-5 (float32; measured worst case 6e-7)."""
     g = torch.Generator().manual_seed(1)
     z = torch.randn(3, 32, 48, generator=g, dtype=torch.complex64)
     for levels in (1, 3, 4):
@@ -104,3 +104,17 @@ def test_cgs_cs_refused_by_the_cpp_backend(tmp_path):
               "--backend", "cpp", ok=False)  # fmt: skip
     assert res.exit_code == 2 and "python backend only" in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_mu_zero_from_zero_filled_is_the_cs_wavelet_baseline():
+    """With mu = 0 and the zero-filled start (the default start) the refinement runs the
+    cs-wavelet baseline's iterates (same scaling, same cycle-spin shifts); only the haar
+    implementation differs. Tolerance 1e-4 relative (measured worst case 2.2e-6 over 4 seeds)."""
+    from kspace_ldm.ops import ifft2c
+    from kspace_ldm.sampling.cs import CSOptions, cs_reconstruct
+
+    k_cgs, masked, mask = _problem(4, h=32, w=32)
+    ours = cr.cs_refine(k_cgs, masked, mask, 0.01, 0.0, 30, dc=False, start="zero-filled")
+    ref = cs_reconstruct("cs-wavelet", masked, mask, CSOptions(lam=0.01, iterations=30))
+    err = (ifft2c(ours)[:, 0] - ref).abs().max() / ref.abs().max()
+    assert err < 1e-4
