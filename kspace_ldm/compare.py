@@ -35,7 +35,7 @@ from kspace_ldm.viz import panel, save_png
 __all__ = ["KNOWN_METHODS", "CompareSummary", "run_compare"]
 
 # Every method the comparison knows; one that this build's ``kldm recon`` lacks is refused.
-KNOWN_METHODS = ("zero-filled", "cs-wavelet", "cs-tv", "unet", "cgs-ref", "cgs")
+KNOWN_METHODS = ("zero-filled", "cs-wavelet", "cs-tv", "unet", "cgs-ref", "cgs", "cgs-cs")
 # fastMRI's pairing of acceleration and centre fraction (paper protocol).
 CENTER_FRACTION = {4: 0.08, 8: 0.04}
 METRICS = ("nmse", "psnr", "ssim")
@@ -68,14 +68,14 @@ def check_methods(methods: list[str], model: str | None, unet_model: str | None)
             )
         if m == "unet" and unet_model is None:
             raise InputError("--methods", "method 'unet' needs --unet-model RUN")
-        if m in ("cgs", "cgs-ref") and model is None:
+        if m in ("cgs", "cgs-ref", "cgs-cs") and model is None:
             raise InputError("--methods", f"method {m!r} needs --model RUN")
 
 
 def _model_for(method: str, model: str | None, unet_model: str | None) -> str | None:
     if method == "unet":
         return unet_model
-    if method in ("cgs", "cgs-ref"):
+    if method in ("cgs", "cgs-ref", "cgs-cs"):
         return model
     return None
 
@@ -163,7 +163,7 @@ def run_compare(
         "accelerations": list(accelerations),
         "mask": mask_type,
         "center_fractions": {f"{a}x": CENTER_FRACTION.get(int(a), 0.08) for a in accelerations},
-        "model": model if any(m in ("cgs", "cgs-ref") for m in methods) else None,
+        "model": model if any(m in ("cgs", "cgs-ref", "cgs-cs") for m in methods) else None,
         "unet_model": unet_model,
         "device": device,
         "summary": summary,

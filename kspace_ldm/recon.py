@@ -37,7 +37,7 @@ from kspace_ldm.data.fastmri import (
 from kspace_ldm.data.masks import MaskResult, apply_mask, create_mask, seed_from_filename
 from kspace_ldm.errors import InputError
 from kspace_ldm.io import check_output_dir
-from kspace_ldm.methods import BACKENDS, CS_SAMPLERS, SAMPLERS
+from kspace_ldm.methods import BACKENDS, CS_SAMPLERS, HYBRID_SAMPLERS, SAMPLERS
 from kspace_ldm.physics.transforms import center_crop, kspace_to_image, zero_filled
 from kspace_ldm.viz import save_png
 
@@ -301,6 +301,13 @@ def load_sampler(options: ReconOptions):
     if options.backend == "cpp":
         from kspace_ldm.sampling.cpp import CppSampler
 
+        if options.sampler in HYBRID_SAMPLERS:
+            raise InputError(
+                "--backend",
+                f"{options.sampler} (cgs + CS refinement) runs on the python backend only; the "
+                "C++ sampler has cgs and cgs-ref",
+            )
+
         if options.coil_combine == "espirit":
             raise InputError("--coil-combine", _CPP_AGNOSTIC)
 
@@ -329,6 +336,10 @@ def batch_options(options: ReconOptions, name: str, start: int) -> SamplerOption
     """The :class:`SamplerOptions` of the batch of file ``name`` starting at slice ``start``:
     ``options.sampling`` with the recon's sampler and the batch's seed (either backend)."""
     seed = batch_seed(options.sampling.seed, name, start)
+    if options.sampler in HYBRID_SAMPLERS:
+        # cgs-cs: cgs, then the CS-regularised final consistency
+        refine = HYBRID_SAMPLERS[options.sampler]
+        return replace(options.sampling, sampler="cgs", seed=seed, refine=refine)
     return replace(options.sampling, sampler=options.sampler, seed=seed)
 
 
@@ -478,6 +489,10 @@ def _sampler_attrs(options: ReconOptions, coils: int = 1) -> dict:
         "refit": options.sampling.refit,
         "coil_combine": options.coil_combine,
     }
+    if options.sampler in HYBRID_SAMPLERS:
+        from kspace_ldm.sampling.cgs_refine import REFINE_DEFAULTS
+
+        out.update({f"refine_{k}": v for k, v in REFINE_DEFAULTS.items()})
     for key in ("steps", "t0", "guidance"):
         value = getattr(options.sampling, key)
         out[key] = "default" if value is None else value

@@ -16,7 +16,7 @@ from kspace_ldm.cli import params
     "--methods",
     default="zero-filled,cs-wavelet,cs-tv,cgs",
     show_default=True,
-    help="Comma-separated: zero-filled, cs-wavelet, cs-tv, unet, cgs-ref, cgs.",
+    help="Comma-separated: zero-filled, cs-wavelet, cs-tv, unet, cgs-ref, cgs, cgs-cs.",
 )
 @params.model_option("LDM run for cgs / cgs-ref (default: the bundled demo model).", default=None)
 @click.option(

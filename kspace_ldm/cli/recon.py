@@ -21,8 +21,10 @@ def _method_setting(flag: str, kind: click.ParamType, help: str):
     type=click.Choice(SAMPLERS),
     default=None,
     help="Reconstruction method: cgs (corrected consistency-guided LDM sampler; the default "
-    "with --model), cgs-ref (the reference algorithm), unet (the supervised U-Net baseline, "
-    "--model a kldm train --stage unet run), zero-filled (the default without --model), "
+    "with --model), cgs-cs (cgs then a CS-regularised final consistency, the cgs + "
+    "L1-wavelet hybrid; python backend), cgs-ref (the reference algorithm), unet (the "
+    "supervised U-Net baseline, --model a kldm train --stage unet run), zero-filled (the "
+    "default without --model), "
     "cs-wavelet / cs-tv (compressed-sensing baselines: L1-wavelet by FISTA, total variation by "
     "Chambolle-Pock; no model).",
 )

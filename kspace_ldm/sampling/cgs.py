@@ -93,6 +93,11 @@ class SamplerOptions:
             estimate that minimises the expected squared error. Measured samples stay exact.
         seed: seeds the CPU generator of every random draw (``torch.Generator().manual_seed``
             in Python, ``at::make_generator<CPUGeneratorImpl>`` in C++: the same stream).
+        refine: ``cgs``: a final CS-regularised consistency around the (mean) estimate
+            (:mod:`.cgs_refine`; ``"cs-wavelet"``, the cgs + L1-wavelet hybrid), or None / ``""``
+            for none. Python backend only.
+        refine_lam / refine_mu / refine_iterations: its sparsity weight, prior weight and FISTA
+            iterations (None = :data:`.cgs_refine.REFINE_DEFAULTS`).
     """
 
     sampler: str = "cgs"
@@ -103,6 +108,10 @@ class SamplerOptions:
     refit: bool = True
     samples: int = 1
     seed: int = 0
+    refine: str | None = None
+    refine_lam: float | None = None
+    refine_mu: float | None = None
+    refine_iterations: int | None = None
 
     def __post_init__(self):
         check_sampler(self.sampler)
@@ -461,6 +470,8 @@ class KspaceLDMSampler:
         if maps is not None:
             if name != "cgs":
                 raise InputError("sampler", f"coil-agnostic multi-coil needs cgs, not {name!r}")
+            if options.refine:
+                raise InputError("--refine", "not available on the coil-agnostic multi-coil path")
             from .sense_dc import coil_agnostic_sample
 
             return coil_agnostic_sample(self, masked, mask, maps, options, generator)
@@ -470,4 +481,9 @@ class KspaceLDMSampler:
         for _ in range(options.samples - 1):
             out = out + self.cgs(masked, mask, options, generator)
         # every sample equals the data on the measured samples, so their mean does too
-        return dc_project(out / options.samples, masked, _as_mask(mask, masked), 1.0)
+        out = dc_project(out / options.samples, masked, _as_mask(mask, masked), 1.0)
+        if options.refine:
+            from .cgs_refine import refine
+
+            out = refine(out, masked, mask, options)
+        return out
