@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 #include <torch/python.h>
 
+#include "kldm/espirit.h"
 #include "kldm/ops.h"
 #include "kldm/sampler.h"
 
@@ -34,6 +35,31 @@ PYBIND11_MODULE(_C, m) {
   // kldm::Error -> kspace_ldm._C.SamplerError (a RuntimeError): the CLI turns it into one line.
   py::register_exception<kldm::Error>(m, "SamplerError", PyExc_RuntimeError);
 
+  m.def(
+      "espirit_maps",
+      [](const at::Tensor& kspace, int64_t kernel, int64_t calib_size, double threshold,
+         double crop, int64_t phase_ref) {
+        kldm::EspiritOptions o;
+        o.kernel_h = o.kernel_w = kernel;
+        o.calib_h = o.calib_w = calib_size;
+        o.threshold = threshold;
+        o.crop = crop;
+        o.phase_ref = phase_ref;
+        py::gil_scoped_release release;
+        return kldm::espirit_maps(kspace, o);
+      },
+      py::arg("kspace"), py::arg("kernel") = 6, py::arg("calib_size") = 24,
+      py::arg("threshold") = 0.001, py::arg("crop") = 0.8, py::arg("phase_ref") = -1,
+      "kldm::espirit_maps: (maps [B, C, H, W], eigenvalues [B, 1, H, W]); phase_ref -1 pca, -2 "
+      "none, c a coil. Raises SamplerError.");
+  m.def(
+      "calibration_region",
+      [](const at::Tensor& sampled, int64_t calib_size) {
+        auto r = kldm::calibration_region(sampled, calib_size, calib_size);
+        return py::make_tuple(r[0], r[1], r[2], r[3]);
+      },
+      py::arg("sampled"), py::arg("calib_size") = 24, "kldm::calibration_region (r0, r1, c0, c1).");
+
   py::class_<kldm::Sampler>(m, "Sampler", "kldm::Sampler: cgs / cgs-ref on an export directory.")
       .def(py::init([](const std::string& dir, const std::string& device,
                        const std::string& expect_sha256) {
@@ -45,8 +71,8 @@ PYBIND11_MODULE(_C, m) {
           "reconstruct",
           [](const kldm::Sampler& s, const at::Tensor& kspace, const at::Tensor& mask,
              const std::string& sampler, std::optional<int64_t> steps, std::optional<int64_t> t0,
-             std::optional<double> guidance, double eta, bool refit, int64_t samples,
-             uint64_t seed) {
+             std::optional<double> guidance, double eta, bool refit, int64_t samples, uint64_t seed,
+             const std::string& coil_combine, std::optional<at::Tensor> maps) {
             kldm::SamplerOptions o;
             o.sampler = sampler;
             o.steps = steps;
@@ -56,6 +82,8 @@ PYBIND11_MODULE(_C, m) {
             o.refit = refit;
             o.samples = samples;
             o.seed = seed;
+            o.coil_combine = coil_combine;
+            if (maps) o.maps = *maps;
             py::gil_scoped_release release;
             kldm::Reconstruction r = s.reconstruct(kspace, mask, o);
             return std::make_pair(r.kspace, r.image);
@@ -63,8 +91,8 @@ PYBIND11_MODULE(_C, m) {
           py::arg("kspace"), py::arg("mask"), py::arg("sampler") = "cgs",
           py::arg("steps") = py::none(), py::arg("t0") = py::none(),
           py::arg("guidance") = py::none(), py::arg("eta") = 0.0, py::arg("refit") = true,
-          py::arg("samples") = 1, py::arg("seed") = 0,
-          "(kspace [B, C, H, W] complex64, image [B, H, W] float32)")
+          py::arg("samples") = 1, py::arg("seed") = 0, py::arg("coil_combine") = "auto",
+          py::arg("maps") = py::none(), "(kspace [B, C, H, W] complex64, image [B, H, W] float32)")
       .def_property_readonly("info",
                              [](const kldm::Sampler& s) {
                                const auto& i = s.info();

@@ -54,13 +54,20 @@ class CppSampler:
         mask: torch.Tensor,
         options: SamplerOptions = _DEFAULT,
         seed: int = 0,
+        coil_combine: str = "auto",
+        maps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Reconstruct complex ``[B, C, H, W]`` ``masked`` k-space; returns k-space like it.
 
         ``seed`` seeds the CPU generator of every draw: the Python sampler given
         ``torch.Generator().manual_seed(seed)`` gives the same result (tests: relative error
-        < 1e-4)."""
-        return self.reconstruct(name, masked, mask, options, seed)[0]
+        < 1e-4).
+
+        ``coil_combine``: multi-coil k-space with a single-coil export: ``espirit`` (or ``auto``,
+        the default) runs the coil-agnostic path (:mod:`.sense_dc` in C++: ESPIRiT maps computed
+        by ``kldm::espirit_maps``, or ``maps [B|1, C, H, W]`` when given), ``channels`` needs a
+        ``C``-coil export."""
+        return self.reconstruct(name, masked, mask, options, seed, coil_combine, maps)[0]
 
     def reconstruct(
         self,
@@ -69,6 +76,8 @@ class CppSampler:
         mask: torch.Tensor,
         options: SamplerOptions = _DEFAULT,
         seed: int = 0,
+        coil_combine: str = "auto",
+        maps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(kspace [B, C, H, W] complex64, image [B, H, W] float32 RSS)``."""
         from kspace_ldm import _C
@@ -85,6 +94,8 @@ class CppSampler:
                 bool(options.refit),
                 int(options.samples),
                 int(seed),
+                coil_combine,
+                maps,
             )
         except _C.SamplerError as err:
             raise InputError(None, str(err)) from None
