@@ -369,7 +369,9 @@ def export_sampler(
 
 
 def _export_sampler(sampler, out, size, batch, dynamic_batch, source_run, log, rtol, guidance):
+    from .physics.espirit import ESPIRIT_DEFAULTS
     from .sampling.cgs import CGS_DEFAULTS, CGS_REF_DEFAULTS
+    from .sampling.sense_dc import SENSE_DEFAULTS
     from .toolchain import check_aoti_compiler
 
     problem = check_aoti_compiler()  # ~1 s, before minutes of compiling packages that would crash
@@ -472,7 +474,13 @@ def _export_sampler(sampler, out, size, batch, dynamic_batch, source_run, log, r
             "norm_ratio": {"scale": ratio.get("scale"), "shift": ratio.get("shift")},
             "scale_factor": float(ldm.scale_factor),
             "scheduler": _scheduler_tables(sampler.scheduler_config),
-            "sampler_defaults": {"cgs": dict(CGS_DEFAULTS), "cgs-ref": dict(CGS_REF_DEFAULTS)},
+            "sampler_defaults": {
+                "cgs": dict(CGS_DEFAULTS),
+                "cgs-ref": dict(CGS_REF_DEFAULTS),
+                # the coil-agnostic multi-coil path of a single-coil export (sampling/sense_dc.py)
+                "sense": dict(SENSE_DEFAULTS),
+                "espirit": dict(ESPIRIT_DEFAULTS),
+            },
             "source_run": None if source_run is None else str(source_run),
             "packages": packages,
         }

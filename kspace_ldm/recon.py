@@ -307,10 +307,6 @@ def load_sampler(options: ReconOptions):
                 f"{options.sampler} (cgs + CS refinement) runs on the python backend only; the "
                 "C++ sampler has cgs and cgs-ref",
             )
-
-        if options.coil_combine == "espirit":
-            raise InputError("--coil-combine", _CPP_AGNOSTIC)
-
         return CppSampler(options.model, options.device, expect_sha256=options.expect_sha256)
     if options.backend != "python":
         raise InputError("--backend", f"unknown backend {options.backend!r} (python, cpp)")
@@ -393,14 +389,14 @@ def reconstruct_file(
             else:
                 k = masked if coil_dim is not None else masked[:, None]  # [b, C, H, W]
                 m = torch.as_tensor(mask_used, device=k.device)
-                maps = None
-                if coil_agnostic(options, sampler, k.shape[1], f.path):
-                    maps = coil_maps(k, f.path)
-                k_out = sampler.sample(
-                    k,
-                    m,
-                    batch_options(options, path.name, start),
-                    **({} if maps is None else {"maps": maps}),
+                agnostic = coil_agnostic(options, sampler, k.shape[1], f.path)
+                extra = {}
+                if options.backend == "cpp":  # kldm::Sampler computes its own ESPIRiT maps
+                    extra = {"coil_combine": "espirit" if agnostic else "channels"}
+                elif agnostic:
+                    extra = {"maps": coil_maps(k, f.path)}
+                k_out = _sample_named(
+                    f.path, sampler, k, m, batch_options(options, path.name, start), **extra
                 )
                 image = kspace_to_image(k_out, crop=crop, coil_dim=1)
             recon[start:stop] = image.float().cpu().numpy()
@@ -429,10 +425,17 @@ def reconstruct_file(
 
 
 COIL_COMBINE = ("auto", "espirit", "channels")
-_CPP_AGNOSTIC = (
-    "coil-agnostic multi-coil reconstruction (--coil-combine espirit) is not built in the C++ "
-    "sampler yet; use --backend python"
-)
+
+
+def _sample_named(source, sampler, *args, **kwargs):
+    """``sampler.sample(*args, **kwargs)`` with a problem of the data named after ``source``
+    (the C++ sampler's errors name no file: no calibration region, maps that do not fit)."""
+    try:
+        return sampler.sample(*args, **kwargs)
+    except InputError as err:
+        if err.source is None and kwargs.get("coil_combine") == "espirit":
+            raise InputError(source, err.problem) from None
+        raise
 
 
 def coil_agnostic(options: ReconOptions, sampler, coils: int, source) -> bool:
@@ -442,13 +445,11 @@ def coil_agnostic(options: ReconOptions, sampler, coils: int, source) -> bool:
     if mode not in COIL_COMBINE:
         raise InputError("--coil-combine", f"unknown mode {mode!r} ({', '.join(COIL_COMBINE)})")
     if options.backend == "cpp":
-        model_coils = None  # the export's coil count is checked by kldm::Sampler itself
+        model_coils = int(sampler.info["coils"])  # from the export's manifest
     else:
         model_coils = sampler.ae.in_channels // 2
     if mode == "channels" or coils == 1 or (mode == "auto" and model_coils != 1):
         return False
-    if options.backend == "cpp":
-        raise InputError(source, _CPP_AGNOSTIC)
     if options.sampler != "cgs":
         raise InputError(
             source, f"coil-agnostic multi-coil needs --sampler cgs, not {options.sampler}"

@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 #include <torch/python.h>
 
+#include "kldm/espirit.h"
 #include "kldm/ops.h"
 #include "kldm/sampler.h"
 
@@ -34,6 +35,31 @@ PYBIND11_MODULE(_C, m) {
   // kldm::Error -> kspace_ldm._C.SamplerError (a RuntimeError): the CLI turns it into one line.
   py::register_exception<kldm::Error>(m, "SamplerError", PyExc_RuntimeError);
 
+  m.def(
+      "espirit_maps",
+      [](const at::Tensor& kspace, int64_t kernel, int64_t calib_size, double threshold,
+         double crop, int64_t phase_ref) {
+        kldm::EspiritOptions o;
+        o.kernel_h = o.kernel_w = kernel;
+        o.calib_h = o.calib_w = calib_size;
+        o.threshold = threshold;
+        o.crop = crop;
+        o.phase_ref = phase_ref;
+        py::gil_scoped_release release;
+        return kldm::espirit_maps(kspace, o);
+      },
+      py::arg("kspace"), py::arg("kernel") = 6, py::arg("calib_size") = 24,
+      py::arg("threshold") = 0.001, py::arg("crop") = 0.8, py::arg("phase_ref") = -1,
+      "kldm::espirit_maps: (maps [B, C, H, W], eigenvalues [B, 1, H, W]); phase_ref -1 pca, -2 "
+      "none, c a coil. Raises SamplerError.");
+  m.def(
+      "calibration_region",
+      [](const at::Tensor& sampled, int64_t calib_size) {
+        auto r = kldm::calibration_region(sampled, calib_size, calib_size);
+        return py::make_tuple(r[0], r[1], r[2], r[3]);
+      },
+      py::arg("sampled"), py::arg("calib_size") = 24, "kldm::calibration_region (r0, r1, c0, c1).");
+
   py::class_<kldm::Sampler>(m, "Sampler", "kldm::Sampler: cgs / cgs-ref on an export directory.")
       .def(py::init([](const std::string& dir, const std::string& device,
                        const std::string& expect_sha256) {
@@ -44,7 +70,8 @@ PYBIND11_MODULE(_C, m) {
       .def(
           "reconstruct",
           [](const kldm::Sampler& s, const at::Tensor& kspace, const at::Tensor& mask,
-             const py::object& options) {
+             const py::object& options, const std::string& coil_combine,
+             std::optional<at::Tensor> maps) {
             // kspace_ldm.sampling.cgs.SamplerOptions -> kldm::SamplerOptions, field by field (same
             // names; None -> std::nullopt: the manifest's default).
             kldm::SamplerOptions o;
@@ -56,13 +83,17 @@ PYBIND11_MODULE(_C, m) {
             o.refit = options.attr("refit").cast<bool>();
             o.samples = options.attr("samples").cast<int64_t>();
             o.seed = options.attr("seed").cast<uint64_t>();
+            o.coil_combine = coil_combine;
+            if (maps) o.maps = *maps;
             py::gil_scoped_release release;
             kldm::Reconstruction r = s.reconstruct(kspace, mask, o);
             return std::make_pair(r.kspace, r.image);
           },
-          py::arg("kspace"), py::arg("mask"), py::arg("options"),
+          py::arg("kspace"), py::arg("mask"), py::arg("options"), py::arg("coil_combine") = "auto",
+          py::arg("maps") = py::none(),
           "(kspace [B, C, H, W] complex64, image [B, H, W] float32); options: "
-          "kspace_ldm.sampling.cgs.SamplerOptions")
+          "kspace_ldm.sampling.cgs.SamplerOptions; coil_combine: auto|espirit|channels; maps "
+          "[B|1, C, H, W] complex64: coil sensitivities for the coil-agnostic path")
       .def_property_readonly("info",
                              [](const kldm::Sampler& s) {
                                const auto& i = s.info();

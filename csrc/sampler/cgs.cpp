@@ -27,7 +27,7 @@ at::Tensor Sampler::Impl::ddim_update(const at::Tensor& x0, const at::Tensor& ep
 }
 
 at::Tensor Sampler::Impl::cgs(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
-                              at::Generator& gen) const {
+                              at::Generator& gen, const CgsHooks* hooks) const {
   const int64_t steps = o.steps.value_or(cgs_steps);
   const int64_t t0 = o.t0.value_or(cgs_t0);
   const double guidance = o.guidance.value_or(cgs_guidance);
@@ -38,9 +38,10 @@ at::Tensor Sampler::Impl::cgs(const at::Tensor& y, const at::Tensor& m, const Sa
   const double s = scale_factor;
   NormStats anchor = norm.estimate(y, m);
   NormStats stats = anchor;
-  auto z = encode(norm.normalize_with(y, stats), nullptr);
+  const bool start = hooks != nullptr && hooks->start.defined();
+  auto z = encode(norm.normalize_with(start ? hooks->start : y, stats), nullptr);
   auto x0 = s * z;
-  std::tie(x0, stats) = consistency(x0, y, m, stats, o.refit, anchor);
+  std::tie(x0, stats) = consistency(x0, y, m, stats, o.refit, anchor, hooks);
   // torch.linspace(t0, 0, steps + 1).round().long().unique_consecutive()
   auto lin = at::linspace(static_cast<double>(t0), 0.0, steps + 1).round().to(at::kLong);
   std::vector<int64_t> ts;
@@ -59,10 +60,11 @@ at::Tensor Sampler::Impl::cgs(const at::Tensor& y, const at::Tensor& m, const Sa
       x0 = x0 - guidance * grad;
     }
     if (i + 1 == ts.size()) break;  // the last estimate goes to the final consistency
-    x0 = consistency(x0, y, m, stats, false, anchor).first;
+    x0 = consistency(x0, y, m, stats, false, anchor, hooks).first;
     zt = ddim_update(x0, eps, ac[t], ac[ts[i + 1]], o.eta, gen);
   }
   auto k = norm.denormalize(decode(x0 / s), stats).to(y.scalar_type());
+  if (hooks != nullptr && hooks->final) return hooks->final(k);
   return kldm::dc_project(k, y, m, 1.0);
 }
 

@@ -129,6 +129,24 @@ void Sampler::Impl::parse_manifest(const json::Value& doc, const fs::path& root)
   const auto cr = m.sub("sampler_defaults").sub("cgs-ref");
   ref_t0 = cr.integer("t0");
   ref_guidance = cr.number("guidance");
+  // The coil-agnostic multi-coil settings; exports made before they were recorded use the same
+  // values compiled in (sampler_impl.h).
+  if (m.sub("sampler_defaults").has("sense")) {
+    const auto se = m.sub("sampler_defaults").sub("sense");
+    sense_lam = se.number("lam");
+    sense_iters = se.integer("iters");
+    sense_final_lam = se.number("final_lam");
+    sense_final_iters = se.integer("final_iters");
+    sense_start_lam = se.number("start_lam");
+    sense_start_iters = se.integer("start_iters");
+  }
+  if (m.sub("sampler_defaults").has("espirit")) {
+    const auto es = m.sub("sampler_defaults").sub("espirit");
+    espirit_kernel = es.integer("kernel");
+    espirit_calib = es.integer("calib_size");
+    espirit_threshold = es.number("threshold");
+    espirit_crop = es.number("crop");
+  }
 
   // Verify every package before loading any: a tampered file is refused, never run.
   const auto pk = m.sub("packages");

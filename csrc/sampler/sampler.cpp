@@ -84,12 +84,13 @@ void Sampler::Impl::check(const at::Tensor& y) const {
 std::pair<at::Tensor, NormStats> Sampler::Impl::consistency(const at::Tensor& x0,
                                                             const at::Tensor& y,
                                                             const at::Tensor& m, NormStats stats,
-                                                            bool refit,
-                                                            const NormStats& anchor) const {
+                                                            bool refit, const NormStats& anchor,
+                                                            const CgsHooks* hooks) const {
   const double s = scale_factor;
   auto x = decode(x0 / s);
   if (refit) stats = detail::refit_stats(norm, x, y, m, anchor);
-  auto k = kldm::dc_project(norm.denormalize(x, stats).to(y.scalar_type()), y, m, 1.0);
+  auto k = norm.denormalize(x, stats).to(y.scalar_type());
+  k = hooks != nullptr && hooks->project ? hooks->project(k) : kldm::dc_project(k, y, m, 1.0);
   auto z = encode(norm.normalize_with(k, stats), nullptr);
   return {s * z, stats};
 }
@@ -138,13 +139,16 @@ const std::string& Sampler::cuda_graph_error() const { return impl_->graph_error
 Reconstruction Sampler::reconstruct(const at::Tensor& kspace, const at::Tensor& mask,
                                     const SamplerOptions& options) const {
   const Impl& s = *impl_;
-  s.check(kspace);
+  const bool agnostic = s.coil_agnostic(kspace, options);
+  if (!agnostic) s.check(kspace);
   auto y = kspace.to(at::kComplexFloat);
   auto m = s.as_mask(mask, y);
   c10::AutoGradMode no_grad(false);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   at::Tensor k;
-  if (options.sampler == "cgs") {
+  if (agnostic) {
+    k = s.sense_cgs(y, m, options, gen);  // sense_cgs.cpp
+  } else if (options.sampler == "cgs") {
     const int64_t n = options.samples;
     if (n < 1) throw Error("sampler: samples must be >= 1");
     k = s.cgs(y, m, options, gen);

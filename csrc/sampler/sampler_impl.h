@@ -6,12 +6,15 @@
 //   sampler.cpp         the networks, consistency and guidance steps both algorithms use, checks,
 //                       and the public kldm::Sampler API
 //   cgs.cpp             the cgs algorithm;  cgs_ref.cpp  the cgs-ref algorithm
+//   sense_cgs.cpp       cgs on multi-coil data with a single-coil model (SENSE consistency);
+//   espirit.cpp         its ESPIRiT maps (kldm/espirit.h)
 #pragma once
 
 #include <ATen/ATen.h>
 #include <torch/csrc/inductor/aoti_package/model_package_loader.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,6 +45,14 @@ struct DdpmTable {
 
 using detail::DdpmTable;
 
+// Replacements of cgs's consistency steps (kspace_ldm.sampling.cgs, cgs(project=, final=,
+// start=)); the coil-agnostic multi-coil path (sense_cgs.cpp) passes its SENSE versions.
+struct CgsHooks {
+  std::function<at::Tensor(const at::Tensor&)> project;  // replaces dc_project inside the loop
+  std::function<at::Tensor(const at::Tensor&)> final;    // replaces the final dc_project
+  at::Tensor start;                                      // encoded first instead of y
+};
+
 struct Sampler::Impl {
   ExportInfo info;
   c10::Device device = c10::Device(c10::kCPU);
@@ -56,6 +67,12 @@ struct Sampler::Impl {
   int64_t cgs_steps = 5, cgs_t0 = 150, ref_t0 = 100, cgs_samples = 1;
   double cgs_guidance = 0.0, cgs_eta = 0.0, ref_guidance = 100.0;
   bool cgs_refit = true;
+  // Coil-agnostic multi-coil defaults (kspace_ldm.sampling.sense_dc.SENSE_DEFAULTS; the manifest's
+  // sampler_defaults.sense when it has them) and the ESPIRiT settings (sampler_defaults.espirit).
+  double sense_lam = 0.5, sense_final_lam = 0.1, sense_start_lam = 0.5;
+  int64_t sense_iters = 8, sense_final_iters = 5, sense_start_iters = 10;
+  int64_t espirit_kernel = 6, espirit_calib = 24;
+  double espirit_threshold = 0.001, espirit_crop = 0.8;
   // One network call captured as a CUDA graph: static input and output buffers, replayed with
   // new inputs copied in. `eager_calls` counts the calls before capture (the first runs eagerly:
   // it loads the package's kernels and creates library handles, which cannot happen in capture).
@@ -122,7 +139,8 @@ struct Sampler::Impl {
   // samples, re-encode.
   std::pair<at::Tensor, NormStats> consistency(const at::Tensor& x0, const at::Tensor& y,
                                                const at::Tensor& m, NormStats stats, bool refit,
-                                               const NormStats& anchor) const;
+                                               const NormStats& anchor,
+                                               const CgsHooks* hooks = nullptr) const;
 
   // d loss / d latent for loss = sum |M (denorm(decode(u)) - y)|^2 / energy (energy 1: raw units).
   at::Tensor residual_grad(const at::Tensor& u, const at::Tensor& y, const at::Tensor& m,
@@ -133,7 +151,15 @@ struct Sampler::Impl {
                          const at::Tensor& a_p, double eta, at::Generator& gen) const;
 
   at::Tensor cgs(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
-                 at::Generator& gen) const;
+                 at::Generator& gen, const CgsHooks* hooks = nullptr) const;
+
+  // Whether `y` [B, C, H, W] goes through the coil-agnostic path (o.coil_combine, o.maps).
+  bool coil_agnostic(const at::Tensor& y, const SamplerOptions& o) const;
+
+  // The coil-agnostic multi-coil sampler (kspace_ldm.sampling.sense_dc.coil_agnostic_sample):
+  // y [B, C, H, W] complex64, m its mask; returns coil k-space [B, C, H, W].
+  at::Tensor sense_cgs(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
+                       at::Generator& gen) const;
 
   at::Tensor cgs_ref(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
                      at::Generator& gen) const;

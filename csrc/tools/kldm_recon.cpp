@@ -4,6 +4,7 @@
 //   kldm-recon INPUT.h5 OUTPUT.h5 --model EXPORT_DIR [--sampler cgs|cgs-ref] [--steps N] [--t0 T]
 //              [--guidance G] [--eta E] [--samples N] [--refit|--no-refit] [--seed S]
 //              [--batch-size B] [--device cpu|cuda] [--expect-sha256 HEX]
+//              [--coil-combine auto|espirit|channels] [--maps MAPS.h5]
 //
 // INPUT is a fastMRI test-format file: `kspace` ([S, H, W] single-coil or [S, C, H, W] multi-coil,
 // complex64 stored as the {r, i} compound h5py writes), `mask` ([W], the measured columns; k-space
@@ -12,6 +13,11 @@
 // temporary name and renamed, so a failed run leaves nothing half-written. The per-batch sampler
 // seed is the one `kldm recon` uses (sampler seed, file name, first slice), so both backends give
 // the same file. Errors: one line on stderr naming the file, exit status 2 (bad input) or 1.
+//
+// Multi-coil input with a single-coil export runs the coil-agnostic path (--coil-combine auto,
+// the default, or espirit): ESPIRiT maps of each slice (or the `maps` dataset of MAPS.h5,
+// [S, C, H, W] or [C, H, W] complex, as h5py writes complex64), SENSE data consistency against
+// every coil, the RSS image of the coil k-space -- what `kldm recon --coil-combine espirit` does.
 //
 // Built with libismrmrd (KLDM_WITH_ISMRMRD; CMake finds it like HDF5, optional), INPUT may also be
 // an ISMRMRD raw dataset (/dataset/data + /dataset/xml; Cartesian 2-D, the mask = the lines
@@ -405,6 +411,40 @@ Volume read_volume(const std::string& path) {
   return v;
 }
 
+// The `maps` dataset of MAPS.h5: [S, C, H, W] or [C, H, W] (one set for every slice) complex.
+at::Tensor read_maps(const std::string& path) {
+  H5E_auto2_t old_func;
+  void* old_data;
+  H5Eget_auto2(H5E_DEFAULT, &old_func, &old_data);
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  if (!fs::is_regular_file(path)) throw InputError(path + ": no such file");
+  H5Id file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  if (file.id < 0) throw InputError(path + ": not an HDF5 file");
+  if (H5Lexists(file, "maps", H5P_DEFAULT) <= 0)
+    throw InputError(path + ": missing HDF5 key 'maps' (coil maps [S, C, H, W] complex)");
+  H5Id ds(H5Dopen2(file, "maps", H5P_DEFAULT), H5Dclose);
+  H5Id space(H5Dget_space(ds), H5Sclose);
+  int nd = H5Sget_simple_extent_ndims(space);
+  if (nd != 3 && nd != 4)
+    throw InputError(path + ": maps must be [slices, coils, H, W] or [coils, H, W], has " +
+                     std::to_string(nd) + " dims");
+  std::vector<hsize_t> dims(nd);
+  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  H5Id ft(H5Dget_type(ds), H5Tclose);
+  if (H5Tget_class(ft) != H5T_COMPOUND || H5Tget_nmembers(ft) != 2)
+    throw InputError(path + ": maps must be complex (an {r, i} compound), got another dtype");
+  H5Id mt(H5Tcreate(H5T_COMPOUND, 2 * sizeof(float)), H5Tclose);
+  H5Tinsert(mt, "r", 0, H5T_NATIVE_FLOAT);
+  H5Tinsert(mt, "i", sizeof(float), H5T_NATIVE_FLOAT);
+  std::vector<int64_t> shape(dims.begin(), dims.end());
+  if (nd == 3) shape.insert(shape.begin(), 1);
+  auto maps = at::empty(shape, at::kComplexFloat);
+  if (H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, maps.data_ptr()) < 0)
+    throw InputError(path + ": cannot read maps (compound fields must be named r and i)");
+  H5Eset_auto2(H5E_DEFAULT, old_func, old_data);
+  return maps;
+}
+
 void write_reconstruction(const std::string& path, const at::Tensor& recon,
                           const std::vector<std::pair<std::string, std::string>>& attrs) {
   fs::path out(path);
@@ -439,7 +479,7 @@ void write_reconstruction(const std::string& path, const at::Tensor& recon,
 
 int run(int argc, char** argv) {
   std::vector<std::string> pos;
-  std::string model, device = "cpu", format = "h5", expect_sha256;
+  std::string model, device = "cpu", format = "h5", expect_sha256, maps_path;
   kldm::SamplerOptions opt;
   uint64_t seed = 0;
   int64_t batch = 8;
@@ -454,8 +494,8 @@ int run(int argc, char** argv) {
         std::cout << "usage: kldm-recon INPUT.h5 OUTPUT.h5 --model EXPORT_DIR [--sampler "
                      "cgs|cgs-ref] [--steps N] [--t0 T] [--guidance G] [--eta E] [--samples N] "
                      "[--refit|--no-refit] [--seed S] [--batch-size B] [--device cpu|cuda] "
-                     "[--format h5|ismrmrd] "
-                     "[--expect-sha256 HEX]\n"
+                     "[--format h5|ismrmrd] [--expect-sha256 HEX] "
+                     "[--coil-combine auto|espirit|channels] [--maps MAPS.h5]\n"
                      "INPUT: a fastMRI test-format file or an ISMRMRD raw dataset ("
 #ifdef KLDM_WITH_ISMRMRD
                      "ISMRMRD support built"
@@ -464,7 +504,12 @@ int run(int argc, char** argv) {
 #endif
                      ")\n"
                      "  --expect-sha256: sha256 of EXPORT_DIR/manifest.json, checked before "
-                     "anything of the model is loaded\n";
+                     "anything of the model is loaded\n"
+                     "  --coil-combine: multi-coil input with a single-coil export: espirit "
+                     "(ESPIRiT maps, SENSE consistency; auto, the default, picks it), channels "
+                     "(coils as channels of a multi-coil export)\n"
+                     "  --maps: coil maps for the espirit path (dataset 'maps', [S, C, H, W] or "
+                     "[C, H, W] complex) instead of ESPIRiT\n";
         return 0;
       } else if (a == "--format")
         format = value();
@@ -492,6 +537,10 @@ int run(int argc, char** argv) {
         device = value();
       else if (a == "--expect-sha256")
         expect_sha256 = value();
+      else if (a == "--coil-combine")
+        opt.coil_combine = value();
+      else if (a == "--maps")
+        maps_path = value();
       else if (!a.empty() && a[0] == '-')
         throw UsageError("unknown option " + a);
       else
@@ -505,6 +554,10 @@ int run(int argc, char** argv) {
   if (batch < 1) throw UsageError("--batch-size must be >= 1");
   if (format != "h5" && format != "ismrmrd")
     throw UsageError("--format must be h5 or ismrmrd, got " + format);
+  if (opt.coil_combine != "auto" && opt.coil_combine != "espirit" && opt.coil_combine != "channels")
+    throw UsageError("--coil-combine must be auto, espirit or channels, got " + opt.coil_combine);
+  if (!maps_path.empty() && opt.coil_combine == "channels")
+    throw UsageError("--maps is for the coil-agnostic path, not --coil-combine channels");
 #ifndef KLDM_WITH_ISMRMRD
   if (format == "ismrmrd")
     throw UsageError(
@@ -522,6 +575,13 @@ int run(int argc, char** argv) {
 #else
   Volume v = read_volume(pos[0]);
 #endif
+  at::Tensor maps;
+  if (!maps_path.empty()) {
+    maps = read_maps(maps_path);
+    if (maps.size(0) != 1 && maps.size(0) != v.kspace.size(0))
+      throw InputError(maps_path + ": maps for " + std::to_string(maps.size(0)) +
+                       " slices, the k-space has " + std::to_string(v.kspace.size(0)));
+  }
   kldm::Sampler sampler(model, dev, expect_sha256);
   const int64_t S = v.kspace.size(0), H = v.kspace.size(-2), W = v.kspace.size(-1);
   const std::string name = fs::path(pos[0]).filename().string();
@@ -534,7 +594,17 @@ int run(int argc, char** argv) {
       throw InputError(pos[0] + ": kspace contains NaN or Inf (slices " + std::to_string(s) + ".." +
                        std::to_string(s + n - 1) + ")");
     opt.seed = batch_seed(seed, name, s);
-    auto r = sampler.reconstruct(k, v.mask, opt);
+    if (maps.defined()) opt.maps = (maps.size(0) == 1 ? maps : maps.narrow(0, s, n)).to(dev);
+    kldm::Reconstruction r;
+    try {
+      r = sampler.reconstruct(k, v.mask, opt);
+    } catch (const kldm::Error& e) {
+      // name the file the problem is in: the maps file for the maps' checks, else the input
+      const std::string w = e.what();
+      if (!maps_path.empty() && w.rfind("maps: ", 0) == 0)
+        throw InputError(maps_path + ": " + w.substr(6));
+      throw InputError(pos[0] + ": " + w);
+    }
     recon.narrow(0, s, n).copy_(r.image.narrow(-2, top, v.rx).narrow(-1, left, v.ry).cpu());
   }
 #ifdef KLDM_WITH_ISMRMRD
@@ -549,7 +619,8 @@ int run(int argc, char** argv) {
                        {{"sampler", opt.sampler},
                         {"backend", "cpp"},
                         {"model", model},
-                        {"sampler_seed", std::to_string(seed)}});
+                        {"sampler_seed", std::to_string(seed)},
+                        {"coil_combine", opt.coil_combine}});
   std::cerr << "kldm-recon: " << pos[1] << " (" << S << " slices, " << opt.sampler << ")\n";
   return 0;
 }

@@ -9,6 +9,10 @@ evaluations comes from one extra profiled run per backend (device-synchronised a
 network call, which on a GPU also removes the overlap of host and device work, so it is not
 mixed into the totals): the C++ total minus it is the sampler's own overhead (data consistency,
 FFTs, scheduler, normalisation, glue).
+
+``coils``: multi-coil k-space for a single-coil export (the coil-agnostic path,
+:mod:`kspace_ldm.sampling.sense_dc`): both backends compute the ESPIRiT maps (inside the timed
+region: they are part of every slice's reconstruction) and run cgs with SENSE consistency.
 """
 
 from __future__ import annotations
@@ -62,11 +66,11 @@ def _machine(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
-def _input(info: dict, batch: int, accel: int, device: str):
+def _input(info: dict, batch: int, accel: int, device: str, coils: int | None = None):
     from ..data.masks import create_mask
     from ..data.synth import synth_volume
 
-    c, h, w = info["coils"], info["height"], info["width"]
+    c, h, w = coils or info["coils"], info["height"], info["width"]
     vol = synth_volume(20261126, coils=c, shape=(h, w), recon_size=min(h, w, 320), slices=batch)
     k = torch.from_numpy(np.asarray(vol.kspace)).to(torch.complex64)
     k = k[:, None] if c == 1 else k
@@ -85,8 +89,12 @@ def run(
     batch: int = 1,
     accel: int = 4,
     log=print,
+    coils: int | None = None,
 ) -> dict:
-    """Time both backends on ``export_dir``; returns the JSON record (``kldm bench sampler``)."""
+    """Time both backends on ``export_dir``; returns the JSON record (``kldm bench sampler``).
+
+    ``coils``: k-space with this many coils (default: the export's); more than one with a
+    single-coil export benchmarks the coil-agnostic multi-coil path."""
     from ..export import load_manifest
     from ..sampling.cgs import SamplerOptions
     from ..sampling.cpp import CppSampler
@@ -109,15 +117,30 @@ def run(
     py.ae.decode = _Timed(py.ae.decode, py_net, py_profiling, device)
     py.unet = _Timed(py.unet, py_net, py_profiling, device)
 
-    masked, mask = _input(manifest, batch, accel, device)
+    agnostic = coils is not None and coils > 1 and manifest["coils"] == 1
+    if coils is not None and coils != manifest["coils"] and not agnostic:
+        raise InputError(
+            "--coils",
+            f"{coils} coils for an export of {manifest['coils']} coils (other coil counts need a "
+            "single-coil export: the coil-agnostic path)",
+        )
+    if agnostic and sampler != "cgs":
+        raise InputError("--coils", f"the coil-agnostic path needs --sampler cgs, not {sampler}")
+    masked, mask = _input(manifest, batch, accel, device, coils)
     opts = SamplerOptions(sampler=sampler, steps=steps, seed=0)
+    py_extra: dict = {}
+    cpp_extra = {"coil_combine": "espirit"} if agnostic else {}
+    if agnostic:
+        from ..physics.espirit import espirit_maps
     t_used = steps or manifest["sampler_defaults"]["cgs"]["steps"]
 
     def time_python(profile=False):
         py_net[0], py_profiling[0] = 0.0, profile
         sync(device)
         t = time.perf_counter()
-        py.sample(masked, mask, opts)
+        if agnostic:  # the maps are part of the slice's reconstruction (C++ computes its own)
+            py_extra["maps"] = espirit_maps(masked)
+        py.sample(masked, mask, opts, **py_extra)
         sync(device)
         return time.perf_counter() - t, py_net[0]
 
@@ -127,7 +150,7 @@ def run(
         cpp.cuda_graphs = graphs
         sync(device)
         t = time.perf_counter()
-        cpp.sample(masked, mask, opts)
+        cpp.sample(masked, mask, opts, **cpp_extra)
         sync(device)
         return time.perf_counter() - t, cpp.network_seconds()
 
@@ -166,7 +189,8 @@ def run(
         "torch": torch.__version__,
         "sampler": sampler,
         "steps": t_used if sampler == "cgs" else None,
-        "size": [manifest["coils"], manifest["height"], manifest["width"]],
+        "size": [int(masked.shape[1]), manifest["height"], manifest["width"]],
+        "coil_combine": "espirit" if agnostic else "channels",
         "batch": batch,
         "repeats": repeats,
         "python_s_per_slice": py_s,
@@ -210,7 +234,9 @@ def format_table(r: dict) -> str:
     return (
         f"device: {r['device']}, torch {r['torch']}, {r['sampler']}"
         + (f", {r['steps']} steps" if r["steps"] else "")
-        + f", k-space {size}, batch {r['batch']}, median of {r['repeats']}\n\n"
+        + f", k-space {size}"
+        + (" (coil-agnostic: ESPIRiT + SENSE)" if r.get("coil_combine") == "espirit" else "")
+        + f", batch {r['batch']}, median of {r['repeats']}\n\n"
         + markdown_table(header, rows)
         + (f"\n\nCUDA graphs failed: {r['cuda_graph_error']}" if r.get("cuda_graph_error") else "")
     )

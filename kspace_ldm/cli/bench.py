@@ -41,14 +41,21 @@ def bench_ops(device, json_path, repeats, only) -> None:
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="cgs DDIM steps.")
 @click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
 @params.batch_size_option(1)
+@click.option(
+    "--coils",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Coils of the synthetic k-space (default: the export's); more than 1 with a single-coil "
+    "export times the coil-agnostic multi-coil path (ESPIRiT + SENSE consistency).",
+)
 @params.json_option
-def bench_sampler(export_dir, run_dir, sampler, steps, repeats, batch_size, json_path) -> None:
+def bench_sampler(export_dir, run_dir, sampler, steps, repeats, batch_size, coils, json_path):
     """Seconds per slice of --backend python and --backend cpp side by side, and the time inside
     the network evaluations."""
     from kspace_ldm.bench import sampler as bench_sampler_mod
 
     result = bench_sampler_mod.run(
-        export_dir, run_dir, sampler, steps, repeats, batch_size, log=click.echo
+        export_dir, run_dir, sampler, steps, repeats, batch_size, log=click.echo, coils=coils
     )
     click.echo(bench_sampler_mod.format_table(result))
     params.write_json(json_path, result)

@@ -48,18 +48,33 @@ class CppSampler:
         return torch.device(self.info["device"])
 
     def sample(
-        self, masked: torch.Tensor, mask: torch.Tensor, options: SamplerOptions = _DEFAULT
+        self,
+        masked: torch.Tensor,
+        mask: torch.Tensor,
+        options: SamplerOptions = _DEFAULT,
+        coil_combine: str = "auto",
+        maps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Reconstruct complex ``[B, C, H, W]`` ``masked`` k-space; returns k-space like it.
 
         The interface of :meth:`KspaceLDMSampler.sample
         <kspace_ldm.sampling.cgs.KspaceLDMSampler.sample>`: the same options give the same result
         (``options.seed`` seeds the CPU generator of every draw on both sides; tests: relative
-        error < 1e-4)."""
-        return self.reconstruct(masked, mask, options)[0]
+        error < 1e-4).
+
+        ``coil_combine``: multi-coil k-space with a single-coil export: ``espirit`` (or ``auto``,
+        the default) runs the coil-agnostic path (:mod:`.sense_dc` in C++: ESPIRiT maps computed
+        by ``kldm::espirit_maps``, or ``maps [B|1, C, H, W]`` when given), ``channels`` needs a
+        ``C``-coil export."""
+        return self.reconstruct(masked, mask, options, coil_combine, maps)[0]
 
     def reconstruct(
-        self, masked: torch.Tensor, mask: torch.Tensor, options: SamplerOptions = _DEFAULT
+        self,
+        masked: torch.Tensor,
+        mask: torch.Tensor,
+        options: SamplerOptions = _DEFAULT,
+        coil_combine: str = "auto",
+        maps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(kspace [B, C, H, W] complex64, image [B, H, W] float32 RSS)``; ``options`` (a
         :class:`~kspace_ldm.sampling.cgs.SamplerOptions`) crosses to ``kldm::SamplerOptions``
@@ -68,8 +83,15 @@ class CppSampler:
 
         if not isinstance(options, SamplerOptions):
             raise InputError("sampler", f"options must be SamplerOptions, got {type(options)}")
+        if options.refine:
+            raise InputError(
+                "--backend",
+                f"refine={options.refine!r} (cgs + CS refinement) runs on the python backend only",
+            )
         try:
-            return self._sampler.reconstruct(masked, torch.as_tensor(mask), options)
+            return self._sampler.reconstruct(
+                masked, torch.as_tensor(mask), options, coil_combine, maps
+            )
         except _C.SamplerError as err:
             raise InputError(None, str(err)) from None
 

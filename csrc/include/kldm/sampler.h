@@ -15,6 +15,9 @@
 //   // r.kspace: [B, C, H, W] complex64 (equal to kspace on every measured sample for cgs)
 //   // r.image:  [B, H, W] float32, root-sum-of-squares of the centred inverse FFT
 //
+// A single-coil export also reconstructs multi-coil k-space (SamplerOptions::coil_combine, the
+// coil-agnostic path of kspace_ldm.sampling.sense_dc; ESPIRiT maps from kldm/espirit.h).
+//
 // Bad input (wrong directory, tampered package, torch version mismatch, shapes, device, NaN/Inf)
 // throws kldm::Error with a one-line message.
 #pragma once
@@ -48,6 +51,13 @@ struct SamplerOptions {
   bool refit = true;               // cgs: fit the normalisation statistics to the measured samples
   int64_t samples = 1;             // cgs: average this many samples (posterior-mean estimate)
   uint64_t seed = 0;               // seeds the CPU generator of every random draw
+  // Multi-coil k-space (C > 1): "espirit" runs a single-coil export coil-agnostically (cgs on the
+  // ESPIRiT-combined k-space with SENSE data consistency against every coil; the result is coil
+  // k-space equal to the data on every measured sample), "channels" feeds the coils to a C-coil
+  // export, "auto" (default) is espirit for a single-coil export, channels otherwise.
+  std::string coil_combine = "auto";
+  at::Tensor
+      maps;  // espirit path: [B|1, C, H, W] coil maps to use (undefined: ESPIRiT of the data)
 };
 
 struct Reconstruction {
