@@ -142,7 +142,12 @@ def test_recon_cpp_matches_python_and_kldm_recon(single, tmp_path):
         "--backend", "cpp", "--coil-combine", "espirit", *common)  # fmt: skip
     cli = read_reconstruction(tmp_path / "cpp" / src.name)
     # the Python backend on the same networks (the loaded tiny sampler), same seeds per batch
-    opts = ReconOptions(sampler="cgs", steps=2, t0=50, batch_size=2, coil_combine="espirit")
+    opts = ReconOptions(
+        sampler="cgs",
+        sampling=SamplerOptions(steps=2, t0=50),
+        batch_size=2,
+        coil_combine="espirit",
+    )
     reconstruct_file(src, tmp_path / "py", opts, sampler=single[0])
     py = read_reconstruction(tmp_path / "py" / src.name)
     assert cli.shape == (3, 16, 16) and np.isfinite(cli).all()
