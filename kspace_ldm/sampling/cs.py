@@ -160,7 +160,7 @@ class _Forward:
 # ---- L1-wavelet by FISTA ------------------------------------------------------------------------
 
 
-_WAVELETS: dict = {}  # (wavelet, level) -> _Wavelet, see _Wavelet.get
+_WAVELETS: dict = {}  # (wavelet, level, dtype, device) -> _Wavelet, see _Wavelet.get
 
 
 class _Wavelet:
@@ -169,10 +169,14 @@ class _Wavelet:
     (:func:`wavelet_level`)."""
 
     @classmethod
-    def get(cls, wavelet: str, level: int) -> _Wavelet:
+    def get(
+        cls, wavelet: str, level: int, dtype=torch.float32, device: str | torch.device = "cpu"
+    ) -> _Wavelet:
         """A shared instance: ptwt builds its sparse matrices on the first call for a shape and
-        reuses them while the shape stays, so one instance per setting saves that per slice."""
-        key = (wavelet, level)
+        reuses them while the shape stays, so one instance per setting saves that per slice.
+        Keyed by the real ``dtype`` and ``device`` too: ptwt does not rebuild its matrices when
+        only those change (a float64 batch after a float32 one fails in its sparse matmul)."""
+        key = (wavelet, level, dtype, str(device))
         if key not in _WAVELETS:
             _WAVELETS[key] = cls(wavelet, level)
         return _WAVELETS[key]
@@ -405,7 +409,7 @@ def cs_reconstruct(
         level = wavelet_level((H, W), defaults["wavelet"], defaults["level"])
         padded = (_padded(H, 2**level), _padded(W, 2**level))
         op = _Forward(y, mask, maps, padded)
-        wt = _Wavelet.get(defaults["wavelet"], level)
+        wt = _Wavelet.get(defaults["wavelet"], level, y.real.dtype, y.device)
         z = fista_wavelet(op, wt, lam, iterations, cycle_spin=defaults["cycle_spin"])
     else:
         op = _Forward(y, mask, maps, (H, W))
