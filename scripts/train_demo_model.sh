@@ -17,9 +17,8 @@
 # A smoke run with tiny step counts: AE_STEPS=4 LDM_STEPS=4 EVERY=2 BUNDLE_OUT=/tmp/b scripts/...
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_train_stages.sh
 WORK=${1:-runs/demo_model}
-KLDM=${KLDM:-.venv/bin/kldm}
-PY=${PY:-.venv/bin/python}
 AE_STEPS=${AE_STEPS:-4000}
 LDM_STEPS=${LDM_STEPS:-3000}
 EVERY=${EVERY:-250}
@@ -37,32 +36,18 @@ if [[ ! -d "$DATA/singlecoil_test" ]]; then
 fi
 
 echo "[2/6] first stage (K-AE): $AE"
-ae_sets=(--set "data.train=$DATA/singlecoil_train" --set "data.val=$DATA/singlecoil_val"
-  --set "train.max_steps=$AE_STEPS" --set "train.val_every=$EVERY" --set "train.ckpt_every=$EVERY")
-if [[ -f "$AE/checkpoints/latest.json" ]]; then
-  "$KLDM" train --stage ae --resume "$AE" "${ae_sets[@]}"
-else
-  "$KLDM" train --stage ae --config configs/demo_ae.yaml --out "$AE" "${ae_sets[@]}"
-fi
+kldm_train_stage ae configs/demo_ae.yaml "$AE" "$DATA/singlecoil_train" "$DATA/singlecoil_val" \
+  "$AE_STEPS" "$EVERY"
 
 echo "[3/6] first stage on the held-out test split (fully sampled k-space)"
 "$KLDM" eval-ae "$AE/best" "$DATA/singlecoil_test" --out "$AE/test_recon" \
   --markdown "$AE/test_metrics.md"
 
 echo "[4/6] latents: $LAT"
-for part in train val; do
-  "$KLDM" extract-latents --ckpt "$AE/best" --data "$DATA/singlecoil_$part" --out "$LAT" \
-    --partition "$part"
-done
+kldm_extract_latents "$AE/best" "$DATA/singlecoil_" "$LAT"
 
 echo "[5/6] latent denoiser (LDM): $LDM"
-ldm_sets=(--set "data.train=$LAT/train" --set "data.val=$LAT/val"
-  --set "train.max_steps=$LDM_STEPS" --set "train.val_every=$EVERY" --set "train.ckpt_every=$EVERY")
-if [[ -f "$LDM/checkpoints/latest.json" ]]; then
-  "$KLDM" train --stage ldm --resume "$LDM" "${ldm_sets[@]}"
-else
-  "$KLDM" train --stage ldm --config configs/demo_ldm.yaml --out "$LDM" "${ldm_sets[@]}"
-fi
+kldm_train_stage ldm configs/demo_ldm.yaml "$LDM" "$LAT/train" "$LAT/val" "$LDM_STEPS" "$EVERY"
 
 echo "[6/6] bundle: $BUNDLE_OUT"
 "$PY" scripts/bundle_demo_model.py --first-stage "$AE/best" --ldm "$LDM/best" --data "$DATA" \

@@ -22,9 +22,8 @@
 #   AE_STEPS=2 LDM_STEPS=2 EVERY=2 TRAIN=4 VAL=1 SLICES=4 SHAPE=48x48 RECON=32 scripts/...
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_train_stages.sh
 W=${1:-runs/mc_agnostic}
-KLDM=${KLDM:-.venv/bin/kldm}
-PY=${PY:-.venv/bin/python}
 AE_STEPS=${AE_STEPS:-4000}
 LDM_STEPS=${LDM_STEPS:-3000}
 EVERY=${EVERY:-250}
@@ -61,32 +60,19 @@ for part in train val; do
 done
 
 echo "[3/7] first stage (K-AE): $AE"
-ae_sets=(--set "data.train=$SC/singlecoil_train" --set "data.val=$SC/singlecoil_val"
-  --set "train.max_steps=$AE_STEPS" --set "train.val_every=$EVERY" --set "train.ckpt_every=$EVERY")
-if [[ -f "$AE/checkpoints/latest.json" ]]; then
-  "$KLDM" train --stage ae --resume "$AE" "${ae_sets[@]}"
-else
-  "$KLDM" train --stage ae --config configs/mc_agnostic_ae.yaml --out "$AE" "${ae_sets[@]}"
-fi
+kldm_train_stage ae configs/mc_agnostic_ae.yaml "$AE" "$SC/singlecoil_train" "$SC/singlecoil_val" \
+  "$AE_STEPS" "$EVERY"
 
 echo "[4/7] first stage on the combined validation k-space (fully sampled)"
 "$KLDM" eval-ae "$AE/best" "$SC/singlecoil_val" --out "$AE/val_recon" \
   --markdown "$AE/val_metrics.md"
 
 echo "[5/7] latents: $LAT"
-for part in train val; do
-  "$KLDM" extract-latents --ckpt "$AE/best" --data "$SC/singlecoil_$part" --out "$LAT" \
-    --partition "$part"
-done
+kldm_extract_latents "$AE/best" "$SC/singlecoil_" "$LAT"
 
 echo "[6/7] latent denoiser (LDM): $LDM"
-ldm_sets=(--set "data.train=$LAT/train" --set "data.val=$LAT/val"
-  --set "train.max_steps=$LDM_STEPS" --set "train.val_every=$EVERY" --set "train.ckpt_every=$EVERY")
-if [[ -f "$LDM/checkpoints/latest.json" ]]; then
-  "$KLDM" train --stage ldm --resume "$LDM" "${ldm_sets[@]}"
-else
-  "$KLDM" train --stage ldm --config configs/mc_agnostic_ldm.yaml --out "$LDM" "${ldm_sets[@]}"
-fi
+kldm_train_stage ldm configs/mc_agnostic_ldm.yaml "$LDM" "$LAT/train" "$LAT/val" "$LDM_STEPS" \
+  "$EVERY"
 
 echo "[7/7] check on the multi-coil validation split (4x, cf 0.08): $CHECK"
 for s in zero-filled cgs; do

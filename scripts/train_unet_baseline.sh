@@ -14,9 +14,8 @@
 #   thread on the 2-core machine: see docs/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/_train_stages.sh
 WORK=${1:-runs/unet_baseline}
-KLDM=${KLDM:-.venv/bin/kldm}
-PY=${PY:-.venv/bin/python}
 EVERY=${EVERY:-500}
 DATA=${DATA:-$WORK/data/synth96}
 RUN=$WORK/unet
@@ -30,15 +29,9 @@ if [[ ! -d "$DATA/singlecoil_test" ]]; then
 fi
 
 echo "[2/3] U-Net: $RUN"
-sets=(--set "data.train=$DATA/singlecoil_train" --set "data.val=$DATA/singlecoil_val"
-  --set "train.val_every=$EVERY" --set "train.ckpt_every=$EVERY")
-[[ -n "${STEPS:-}" ]] && sets+=(--set "train.max_steps=$STEPS")
 t0=$(date +%s)
-if [[ -f "$RUN/checkpoints/latest.json" ]]; then
-  "$KLDM" train --stage unet --resume "$RUN" "${sets[@]}"
-else
-  "$KLDM" train --stage unet --config configs/demo_unet.yaml --out "$RUN" "${sets[@]}"
-fi
+kldm_train_stage unet configs/demo_unet.yaml "$RUN" "$DATA/singlecoil_train" "$DATA/singlecoil_val" \
+  "${STEPS:-}" "$EVERY"
 echo "training wall time: $(( $(date +%s) - t0 )) s"
 
 echo "[3/3] test split: zero-filled / unet / cgs at 4x random, 8x random, 4x equispaced"

@@ -7,6 +7,7 @@ replayed.
 
 from __future__ import annotations
 
+import subprocess
 import zlib
 
 import pytest
@@ -48,3 +49,26 @@ def randn(shape, dtype, gen: torch.Generator, device="cpu") -> torch.Tensor:
 def rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
     """max |got - want| / max |want| (guarded against an all-zero ``want``)."""
     return float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
+
+
+def recon_tool() -> str:
+    """The built kldm-recon executable; skips the test when it was not built (no HDF5 C library
+    at build time)."""
+    from kspace_ldm.ops import build_info
+
+    tool = build_info()["recon_tool"]
+    if tool is None:
+        pytest.skip("kldm-recon was not built (no HDF5 C library at build time)")
+    return tool
+
+
+def run_recon_tool(src, out, *args, env=None):
+    """Run ``kldm-recon SRC OUT ARGS...``, assert it succeeded and return ``(reconstruction
+    [S, H, W] float32, the file's attributes)`` of ``out``."""
+    import h5py
+
+    cmd = [recon_tool(), str(src), str(out), *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    with h5py.File(out) as f:
+        return f["reconstruction"][()], dict(f.attrs)

@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers import recon_tool, run_recon_tool
 from tiny_models import tiny_sampler
 
 from kspace_ldm.errors import InputError
@@ -30,7 +31,6 @@ from kspace_ldm.export import (
     load_manifest,
     sampler_networks,
 )
-from kspace_ldm.ops import build_info
 from kspace_ldm.sampling.cgs import SamplerOptions
 from kspace_ldm.sampling.cpp import CppSampler
 
@@ -290,13 +290,6 @@ def _test_file(tmp_path: Path, coils: int) -> Path:
     return write_challenge_test_file(full, tmp_path / "in" / "vol.h5", mask_w().numpy(), 4, 4)
 
 
-def _tool() -> str:
-    tool = build_info()["recon_tool"]
-    if tool is None:
-        pytest.skip("kldm-recon was not built (no HDF5 C library at build time)")
-    return tool
-
-
 def test_compiler_with_static_libstdcxx_is_refused(tmp_path):
     # A compiler wrapper that links libstdc++ statically (as CXX=/opt/gcc/bin/g++ on a GPU image
     # did): its packages crash the process on load, so export refuses before compiling anything.
@@ -328,20 +321,16 @@ def test_kldm_recon_executable_matches_both_backends(single, tmp_path):
 
     src = _test_file(tmp_path, 1)
     exe_out = tmp_path / "exe" / "vol.h5"
-    proc = subprocess.run(
-        [_tool(), str(src), str(exe_out), "--model", str(single[1]), "--batch-size", "2"],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    exe, attrs = run_recon_tool(
+        src, exe_out, "--model", single[1], "--batch-size", 2, env={"PATH": "/usr/bin:/bin"}
+    )
+    assert attrs["backend"] == "cpp"
     res = CliRunner().invoke(
         main,
         ["recon", str(src.parent), "--out", str(tmp_path / "cpp"), "--model", str(single[1]),
          "--backend", "cpp", "--batch-size", "2"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    with h5py.File(exe_out) as f:
-        exe = f["reconstruction"][()]
-        assert f.attrs["backend"] == "cpp"
     with h5py.File(tmp_path / "cpp" / "vol.h5") as f:
         cli = f["reconstruction"][()]
     assert exe.shape == (3, 16, 16) and exe.dtype == np.float32
@@ -357,7 +346,7 @@ def test_kldm_recon_executable_matches_both_backends(single, tmp_path):
 
 
 def test_kldm_recon_executable_bad_input(single, tmp_path):
-    tool = _tool()
+    tool = recon_tool()
     src = _test_file(tmp_path, 1)
 
     def run(*args):
@@ -388,14 +377,7 @@ def test_kldm_recon_executable_bad_input(single, tmp_path):
 def test_kldm_recon_multicoil(multi, tmp_path):
     src = _test_file(tmp_path, 2)
     out = tmp_path / "o.h5"
-    proc = subprocess.run(
-        [_tool(), str(src), str(out), "--model", str(multi[1]), "--sampler", "cgs-ref",
-         "--t0", "30"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    with h5py.File(out) as f:
-        rec = f["reconstruction"][()]
+    rec, _ = run_recon_tool(src, out, "--model", multi[1], "--sampler", "cgs-ref", "--t0", 30)
     assert rec.shape == (3, 16, 16) and np.isfinite(rec).all()
 
 
@@ -475,7 +457,7 @@ def test_expect_sha256_pins_the_export_manifest(single, tmp_path):
     res = run(*common, "--out", tmp_path / "no", "--expect-sha256", bad, ok=False)
     assert res.exit_code == 2 and "differs from the pinned --expect-sha256" in res.output
     assert not (tmp_path / "no" / "vol.h5").exists()
-    tool = _tool()
+    tool = recon_tool()
     args = [tool, str(src), str(tmp_path / "exe.h5"), "--model", str(single[1])]
     proc = subprocess.run([*args, "--expect-sha256", good], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

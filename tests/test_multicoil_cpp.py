@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 from cli_runner import run
+from helpers import recon_tool, run_recon_tool
 from tiny_models import tiny_sampler
 
 from kspace_ldm.data.fastmri import read_reconstruction, write_fastmri_file
 from kspace_ldm.data.synth import synth_volume, write_challenge_test_file
 from kspace_ldm.errors import InputError
 from kspace_ldm.export import export_sampler, load_manifest
-from kspace_ldm.ops import build_info
 from kspace_ldm.physics.espirit import espirit_maps
 from kspace_ldm.sampling.cgs import SamplerOptions
 from kspace_ldm.sampling.cpp import CppSampler
@@ -126,13 +126,6 @@ def _test_file(tmp_path: Path, coils: int = 4, mask=None) -> Path:
     return write_challenge_test_file(full, tmp_path / "in" / "mc.h5", mask, 4, 6)
 
 
-def _tool() -> str:
-    tool = build_info()["recon_tool"]
-    if tool is None:
-        pytest.skip("kldm-recon was not built (no HDF5 C library at build time)")
-    return tool
-
-
 def test_recon_cpp_matches_python_and_kldm_recon(single, tmp_path):
     from kspace_ldm.recon import ReconOptions, reconstruct_file
 
@@ -153,20 +146,15 @@ def test_recon_cpp_matches_python_and_kldm_recon(single, tmp_path):
     assert cli.shape == (3, 16, 16) and np.isfinite(cli).all()
     assert np.linalg.norm(cli - py) / np.linalg.norm(py) < PARITY_RTOL
     out = tmp_path / "exe" / "mc.h5"
-    proc = subprocess.run(
-        [_tool(), str(src), str(out), "--model", str(single[1]), "--steps", "2", "--t0", "50",
-         "--batch-size", "2"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    with h5py.File(out) as f:
-        exe = f["reconstruction"][()]
-        assert f.attrs["coil_combine"] == "auto"
+    exe, attrs = run_recon_tool(
+        src, out, "--model", single[1], "--steps", 2, "--t0", 50, "--batch-size", 2
+    )
+    assert attrs["coil_combine"] == "auto"
     np.testing.assert_allclose(exe, cli, rtol=0, atol=1e-6 * np.abs(cli).max())
 
 
 def test_recon_bad_input_exit_2(single, tmp_path):
-    tool = _tool()
+    tool = recon_tool()
     no_acs = np.zeros(W, dtype=bool)
     no_acs[::4] = True
     src = _test_file(tmp_path / "a", mask=no_acs)

@@ -11,18 +11,16 @@ the weights). One slice, 2 DDIM steps. ~90 s on 2 cores (the export's compile is
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from cli_runner import run
+from helpers import run_recon_tool
 
 from kspace_ldm.data.fastmri import read_reconstruction, write_fastmri_file
 from kspace_ldm.data.masks import create_mask
 from kspace_ldm.data.synth import synth_volume, write_challenge_test_file
-from kspace_ldm.ops import build_info
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # The tiny widths of tests/test_geometry_matrix.py (REF_AE, REF_LDM).
@@ -70,18 +68,10 @@ def test_fastmri_multicoil_geometry_coil_agnostic(tmp_path):
     assert py.shape == cpp.shape == (1, R, R) and np.isfinite(py).all()
     assert np.linalg.norm(cpp - py) / np.linalg.norm(py) < 1e-4
 
-    tool = build_info()["recon_tool"]
-    if tool is None:
-        pytest.skip("kldm-recon was not built (no HDF5 C library at build time)")
     out = tmp_path / "exe" / src.name
-    proc = subprocess.run(
-        [tool, str(src), str(out), "--model", str(tmp_path / "exp"), "--steps", "2", "--t0", "50",
-         "--batch-size", "1"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    with h5py.File(out) as f:
-        exe = f["reconstruction"][()]
+    exe, _ = run_recon_tool(
+        src, out, "--model", tmp_path / "exp", "--steps", 2, "--t0", 50, "--batch-size", 1
+    )
     np.testing.assert_allclose(exe, cpp, rtol=0, atol=1e-6 * np.abs(cpp).max())
     # evaluate against the file's RSS target: the metrics run at this geometry
     js = tmp_path / "m.json"

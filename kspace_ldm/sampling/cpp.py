@@ -47,26 +47,15 @@ class CppSampler:
     def device(self) -> torch.device:
         return torch.device(self.info["device"])
 
-    def sample(
-        self,
-        masked: torch.Tensor,
-        mask: torch.Tensor,
-        options: SamplerOptions = _DEFAULT,
-        coil_combine: str = "auto",
-        maps: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Reconstruct complex ``[B, C, H, W]`` ``masked`` k-space; returns k-space like it.
+    def sample(self, masked: torch.Tensor, mask: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """Reconstruct complex ``[B, C, H, W]`` ``masked`` k-space; returns k-space like it (the
+        first half of :meth:`reconstruct`, same arguments).
 
         The interface of :meth:`KspaceLDMSampler.sample
         <kspace_ldm.sampling.cgs.KspaceLDMSampler.sample>`: the same options give the same result
         (``options.seed`` seeds the CPU generator of every draw on both sides; tests: relative
-        error < 1e-4).
-
-        ``coil_combine``: multi-coil k-space with a single-coil export: ``espirit`` (or ``auto``,
-        the default) runs the coil-agnostic path (:mod:`.sense_dc` in C++: ESPIRiT maps computed
-        by ``kldm::espirit_maps``, or ``maps [B|1, C, H, W]`` when given), ``channels`` needs a
-        ``C``-coil export."""
-        return self.reconstruct(masked, mask, options, coil_combine, maps)[0]
+        error < 1e-4)."""
+        return self.reconstruct(masked, mask, *args, **kwargs)[0]
 
     def reconstruct(
         self,
@@ -78,7 +67,12 @@ class CppSampler:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(kspace [B, C, H, W] complex64, image [B, H, W] float32 RSS)``; ``options`` (a
         :class:`~kspace_ldm.sampling.cgs.SamplerOptions`) crosses to ``kldm::SamplerOptions``
-        field by field."""
+        field by field.
+
+        ``coil_combine``: multi-coil k-space with a single-coil export: ``espirit`` (or ``auto``,
+        the default) runs the coil-agnostic path (:mod:`.sense_dc` in C++: ESPIRiT maps computed
+        by ``kldm::espirit_maps``, or ``maps [B|1, C, H, W]`` when given), ``channels`` needs a
+        ``C``-coil export."""
         from kspace_ldm import _C
 
         if not isinstance(options, SamplerOptions):
