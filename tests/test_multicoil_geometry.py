@@ -5,15 +5,16 @@ the C++ backend and the kldm-recon executable, all on the same test-format file.
 Two models, for two different claims:
 
 * **the reference configs' level counts** (``configs/ae_kl_4.yaml``: f = 8;
-  ``configs/ldm_ref.yaml``: UNet multiple 8, so the 80 x 46 latent is padded to 80 x 48 as in the real runs) with tiny
-  channel widths, untrained (:func:`kspace_ldm.bench.untrained.write_untrained_run`): every stage
-  runs at this geometry in both backends and the executable, and every exported network equals
-  its eager twin on the inputs the sampler gives it. The two backends' *end-to-end* outputs are
-  not compared on this model: untrained deep networks amplify float32 rounding (measured
-  2026-12-03: one decode turns a 7e-6 relative change of its latent into 1.7e-4, one encode 5x,
-  one denoiser call 4-6x; the Python sampler alone moves 5.4e-2 when the maps change by 1e-6
-  relative), so the 9.4e-2 C++/Python gap once marked here as a bug is the amplified 1e-6
-  difference of AOTInductor vs eager kernels, not a backend difference.
+  ``configs/ldm_ref.yaml``: UNet multiple 8, so the 80 x 46 latent is padded to 80 x 48 as in
+  the real runs) with tiny channel widths, untrained
+  (:func:`kspace_ldm.bench.untrained.write_untrained_run`): every stage runs at this geometry in
+  both backends and the executable, and every exported network equals its eager twin on the
+  inputs the sampler gives it. The two backends' *end-to-end* outputs are not compared on this
+  model: untrained deep networks amplify float32 rounding (measured 2026-12-03: one decode turns
+  a 7e-6 relative change of its latent into 1.7e-4, one encode 5x, one denoiser call 4-6x; the
+  Python sampler alone moves 5.4e-2 when the maps change by 1e-6 relative), so the 9.4e-2
+  C++/Python gap once marked here as a bug is the amplified 1e-6 difference of AOTInductor vs
+  eager kernels, not a backend difference.
 * **the bundled (trained) demo model** exported at 640 x 368: the same 15-coil file through both
   backends agrees end to end (measured 5.6e-7 relative; the Python sampler's own sensitivity to a
   1e-6 change of the maps is 1.4e-6 there, i.e. a trained model does not amplify).
