@@ -41,7 +41,17 @@ def data_group() -> None:
     help="ring: jittered coils on an ellipse around the object; varied: also random ellipse, "
     "offset, coil sizes and phases per volume.",
 )
-def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed, coil_geometry):
+@click.option(
+    "--phantom",
+    type=click.Choice(["ellipses", "anatomy"]),
+    default="ellipses",
+    show_default=True,
+    help="ellipses: the original phantoms (the demo model's data); anatomy: knee-like tissue "
+    "classes, fine structure, smooth random deformations (kspace_ldm/data/anatomy.py).",
+)
+def synth(
+    out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed, coil_geometry, phantom
+):
     """Write synthetic fastMRI-format volumes (random anatomical phantoms) into OUT."""
     from kspace_ldm.data.synth import synth_dataset
 
@@ -64,6 +74,7 @@ def synth(out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed, c
         seed=seed,
         progress=True,
         coil_geometry=coil_geometry,
+        phantom=phantom,
     )
     for split, paths in written.items():
         if paths:

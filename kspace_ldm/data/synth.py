@@ -1,5 +1,10 @@
 """Synthetic fastMRI-format data: random anatomical phantoms (library side of ``kldm data synth``).
 
+Two object families (``phantom=``, ``kldm data synth --phantom``): ``ellipses`` (the default, described
+below; the bundled demo model was trained on it) and ``anatomy`` (knee-like tissue classes with
+realistic PD contrast, fine structure, smooth random deformations and B0-like phase:
+:mod:`kspace_ldm.data.anatomy`). Both share everything below except the image model.
+
 Each volume is ``slices`` consecutive cross-sections of one random object, written exactly like a
 fastMRI knee file (see :mod:`kspace_ldm.data.fastmri`), so every loader, transform and metric can
 be exercised without the real data.
@@ -61,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from kspace_ldm.data.anatomy import AnatomyPhantom
 from kspace_ldm.data.fastmri import (
     FastMRIFile,
     make_ismrmrd_header,
@@ -174,6 +180,14 @@ def _coil_maps(
 
 
 COIL_GEOMETRIES = ("ring", "varied")
+#: Object families: ``ellipses`` (the original phantoms, default; the bundled demo model was
+#: trained on them) and ``anatomy`` (:mod:`kspace_ldm.data.anatomy`).
+PHANTOMS = ("ellipses", "anatomy")
+
+
+def _check_phantom(phantom: str) -> None:
+    if phantom not in PHANTOMS:
+        raise InputError("synth", f"unknown phantom family {phantom!r} ({', '.join(PHANTOMS)})")
 
 
 def _coil_maps_varied(
@@ -212,6 +226,7 @@ def synth_volume(
     noise_level: float = DEFAULT_NOISE_LEVEL,
     patient_id: str | None = None,
     coil_geometry: str = "ring",
+    phantom: str = "ellipses",
 ) -> SynthVolume:
     """Generate one random phantom volume in fastMRI layout (see the module docstring).
 
@@ -224,7 +239,10 @@ def synth_volume(
         noise_level: k-space noise std per complex sample and coil, relative to ``BASE_SCALE``.
         patient_id: stored as attribute; default a sha256 hex digest of the seed.
         coil_geometry: ``ring`` (default) or ``varied`` (module docstring).
+        phantom: the object family, ``ellipses`` (default; the module docstring) or ``anatomy``
+            (knee-like tissue classes, :mod:`kspace_ldm.data.anatomy`).
     """
+    _check_phantom(phantom)
     if coil_geometry not in COIL_GEOMETRIES:
         raise InputError(
             "synth", f"unknown coil geometry {coil_geometry!r} ({', '.join(COIL_GEOMETRIES)})"
@@ -247,7 +265,8 @@ def synth_volume(
     fat_sat = acquisition == "CORPDFS_FBK"
     scale = BASE_SCALE * anat_rng.uniform(0.7, 1.3) * (0.6 if fat_sat else 1.0)
     sigma = noise_level * BASE_SCALE * anat_rng.uniform(0.8, 1.2)
-    phantom = _Phantom(anat_rng, fat_sat, yy, xx, half_h, half_w)
+    family = _Phantom if phantom == "ellipses" else AnatomyPhantom
+    obj_model = family(anat_rng, fat_sat, yy, xx, half_h, half_w)
     # Slice positions: a fixed random spacing (so adjacent-slice similarity does not depend on
     # the slice count) around a random offset (volumes are cut at different places).
     dz = anat_rng.uniform(0.04, 0.07)
@@ -271,7 +290,10 @@ def synth_volume(
     kspace = np.empty((slices, coils, height, width), np.complex64)
     target = np.empty((slices, recon_size, recon_size), np.float32)
     for s, z in enumerate(zs):
-        obj = (scale * phantom.slice(s, float(z))).astype(np.complex64)  # [bh, bw]
+        image = obj_model.slice(s, float(z))
+        if isinstance(image, tuple):  # the anatomy family also returns its tissue labels
+            image = image[0]
+        obj = (scale * image).astype(np.complex64)  # [bh, bw]
         coil_imgs = obj[None] if sens is None else sens * obj[None]  # [C, bh, bw]
 
         # FFT along W only over the rows the object occupies (the rest is zero), then along H.
@@ -508,6 +530,7 @@ def synth_dataset(
     noise_level: float = DEFAULT_NOISE_LEVEL,
     progress: bool = False,
     coil_geometry: str = "ring",
+    phantom: str = "ellipses",
 ) -> dict[str, list[Path]]:
     """Write a synthetic fastMRI-format dataset.
 
@@ -525,6 +548,7 @@ def synth_dataset(
         coils: an int, or a list of counts: one drawn per volume from
             ``SeedSequence([seed, split, volume, 0xC0])`` (all > 1: multi-coil files).
         coil_geometry: ``ring`` or ``varied`` (see :func:`synth_volume`).
+        phantom: ``ellipses`` (default) or ``anatomy`` (see :func:`synth_volume`).
 
     Returns:
         ``{"train": [...], "val": [...], "test": [...]}`` lists of written paths.
@@ -533,6 +557,7 @@ def synth_dataset(
     if min(counts.values()) < 0:
         raise InputError("synth", f"volume counts must be >= 0, got {counts}")
     shape = (int(shape[0]), int(shape[1]))
+    _check_phantom(phantom)
     choices = (int(coils),) if isinstance(coils, (int, np.integer)) else tuple(map(int, coils))
     if not choices or (len(choices) > 1 and min(choices) < 2):
         raise InputError("synth", f"a list of coil counts must hold counts >= 2, got {coils}")
@@ -564,6 +589,7 @@ def synth_dataset(
                 slices=slices,
                 noise_level=noise_level,
                 coil_geometry=coil_geometry,
+                phantom=phantom,
             )
             write_fastmri_file(
                 path,
