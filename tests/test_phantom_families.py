@@ -4,6 +4,7 @@ tissue classes and their contrast ordering) and the ``ellipses`` default staying
 from __future__ import annotations
 
 import hashlib
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -91,10 +92,13 @@ def test_anatomy_tissue_classes_and_contrast_order(fat_sat):
         present = set(np.unique(labels).tolist())
         assert present >= {TISSUES.index(t) for t in TISSUES if t != "vessel"}, present
         med = {t: float(np.median(mag[labels == TISSUES.index(t)])) for t in CONTRAST}
-        for hi, lo in zip(order, order[1:]):
+        for hi, lo in itertools.pairwise(order):
             if CONTRAST[hi][col] > 1.25 * CONTRAST[lo][col] + 0.02:
                 assert med[hi] > med[lo], (seed, hi, lo, med)
-        assert (labels == 0).any() and mag[labels == 0].max() == 0.0
+        # air: exactly 0 away from the body; on the ~1.5 px edge ramp (body weight <= 0.5,
+        # labelled air) at most half the neighbouring tissue
+        air = mag[labels == 0]
+        assert air.size and (air == 0).mean() > 0.95 and air.max() <= 0.6 * mag.max()
 
 
 def test_anatomy_slices_vary_smoothly():
@@ -124,8 +128,15 @@ def test_cli_phantom_option(tmp_path):
     (f,) = sorted((out / "singlecoil_train").glob("*.h5"))
     with h5py.File(f, "r") as h5:
         got = h5["kspace"][()]
-    want = synth_dataset(tmp_path / "lib", 1, 0, 0, slices=2, phantom="anatomy", **{
-        k: v for k, v in DEMO.items() if k != "slices"})
+    want = synth_dataset(
+        tmp_path / "lib",
+        1,
+        0,
+        0,
+        slices=2,
+        phantom="anatomy",
+        **{k: v for k, v in DEMO.items() if k != "slices"},
+    )
     with h5py.File(want["train"][0], "r") as h5:
         np.testing.assert_array_equal(got, h5["kspace"][()])
     bad = run_cli(*args, "--phantom", "brain", ok=False)
@@ -135,9 +146,24 @@ def test_cli_phantom_option(tmp_path):
 def test_figure_script_runs(tmp_path):
     out = tmp_path / "fig.png"
     r = subprocess.run(
-        [sys.executable, str(ROOT / "scripts/make_phantom_figure.py"), "--out", str(out),
-         "--volumes", "2", "--shape", "96x88", "--recon-size", "48", "--slices", "1"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "scripts/make_phantom_figure.py"),
+            "--out",
+            str(out),
+            "--volumes",
+            "2",
+            "--shape",
+            "96x88",
+            "--recon-size",
+            "48",
+            "--slices",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
     from PIL import Image

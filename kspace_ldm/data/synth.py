@@ -1,9 +1,9 @@
 """Synthetic fastMRI-format data: random anatomical phantoms (library side of ``kldm data synth``).
 
-Two object families (``phantom=``, ``kldm data synth --phantom``): ``ellipses`` (the default, described
-below; the bundled demo model was trained on it) and ``anatomy`` (knee-like tissue classes with
-realistic PD contrast, fine structure, smooth random deformations and B0-like phase:
-:mod:`kspace_ldm.data.anatomy`). Both share everything below except the image model.
+Two object families (``phantom=``, ``kldm data synth --phantom``): ``ellipses`` (the default,
+described below; the bundled demo model was trained on it) and ``anatomy`` (knee-like tissue
+classes with realistic PD contrast, fine structure, smooth random deformations and B0-like
+phase: :mod:`kspace_ldm.data.anatomy`). Both share everything below except the image model.
 
 Each volume is ``slices`` consecutive cross-sections of one random object, written exactly like a
 fastMRI knee file (see :mod:`kspace_ldm.data.fastmri`), so every loader, transform and metric can
