@@ -323,7 +323,7 @@ def export_run(
     if size is None:
         meta = _recorded_meta(Path(run))
         latent_shape = meta.get("latent_shape")
-        if meta.get("kspace_size"):  # the training k-space size (runs since issue 13)
+        if meta.get("kspace_size"):  # the training k-space size (recorded by newer runs)
             size = tuple(meta["kspace_size"])
         elif latent_shape is None:
             raise InputError("--size", "the LDM run records no latent size; pass --size HxW")

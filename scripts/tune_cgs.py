@@ -1,4 +1,4 @@
-"""Diagnose and tune ``cgs`` against the CS baselines on a synthetic split (issue #13).
+"""Diagnose and tune ``cgs`` against the CS baselines on a synthetic split.
 
 Everything runs in memory on the same masks as ``kldm recon`` / ``kldm compare`` (fastMRI random
 masks seeded by file name; 4x cf 0.08, 8x cf 0.04) and scores with the fastMRI protocol

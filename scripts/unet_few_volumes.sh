@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Few training volumes (issue #13 part 2): the supervised U-Net (configs/demo_unet.yaml) trained
+# Few training volumes: the supervised U-Net (configs/demo_unet.yaml) trained
 # on the first N of the demo model's 32 synthetic training volumes (N in $COUNTS), against the
 # bundled cgs demo model (trained, unpaired, on all 32) on the same held-out test split, 4x and 8x
 # random masks (kldm compare: one mask per volume seeded by file name, fastMRI metrics).

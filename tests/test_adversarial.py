@@ -1,4 +1,4 @@
-"""Nothing lost, nothing bypassed: the CLI against a careless or hostile user (issue 18).
+"""Nothing lost, nothing bypassed: the CLI against a careless or hostile user.
 
 Each test stands for a class of defect: outputs that would replace inputs, manifests that skip
 verification, write failures that crash, messages that mislead. Inputs are tiny synthetic files.

@@ -1,4 +1,4 @@
-"""Every fastMRI geometry, end to end (issue 13, part 1).
+"""Every fastMRI geometry, end to end (every stage at the sizes users bring).
 
 Each leg runs every stage for a couple of steps at a true k-space geometry: ``kldm data synth`` ->
 ``train --stage ae`` -> ``extract-latents`` -> ``train --stage ldm`` -> ``recon`` (Python, and on
@@ -117,7 +117,7 @@ def test_every_stage_at_a_true_geometry(leg, tmp_path):
     assert stats["latent"]["shape"] == latent
     assert stats["kspace_size"] == [h, w]
 
-    # the stage that raised on latents that are not a multiple of the UNet's factor (issue 13);
+    # the stage that raised on latents that are not a multiple of the UNet's factor;
     # validation at step 0 and 2 runs the same padded loss
     ldm = tmp_path / "ldm"
     res = run("train", "--stage", "ldm", "--config", CONFIGS / ldm_cfg, "--out", ldm,

@@ -1,4 +1,4 @@
-"""The fastMRI multi-coil geometry end to end through the coil-agnostic path (issue 14): 15 coils,
+"""The fastMRI multi-coil geometry end to end through the coil-agnostic path: 15 coils,
 640 x 368 k-space -> 320 x 320 RSS target, a single-coil model, ``kldm recon`` with the Python and
 the C++ backend and the kldm-recon executable, all on the same test-format file.
 
