@@ -171,3 +171,13 @@ def test_figure_script_runs(tmp_path):
     with Image.open(out) as im:
         # 2 family rows; the anatomy row has the 2x zoom as an extra (48-px) column
         assert im.size[0] >= 3 * 48 and im.size[1] >= 2 * 48
+
+
+def test_cli_choices_are_the_library_lists():
+    # the CLI spells the lists out (numpy stays out of `kldm --help`); they must not drift
+    from kspace_ldm.cli.data import synth as synth_cmd
+    from kspace_ldm.data.synth import COIL_GEOMETRIES
+
+    choices = {p.name: tuple(p.type.choices) for p in synth_cmd.params if p.name in
+               ("phantom", "coil_geometry")}  # fmt: skip
+    assert choices == {"phantom": PHANTOMS, "coil_geometry": COIL_GEOMETRIES}

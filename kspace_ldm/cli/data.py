@@ -33,28 +33,23 @@ def data_group() -> None:
 @click.option("--recon-size", type=click.IntRange(min=8), default=320, show_default=True)
 @click.option("--slices", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
+@params.choice_option(
     "--coil-geometry",
-    type=click.Choice(["ring", "varied"]),
-    default="ring",
-    show_default=True,
-    help="ring: jittered coils on an ellipse around the object; varied: also random ellipse, "
+    ("ring", "varied"),  # kspace_ldm.data.synth.COIL_GEOMETRIES (numpy stays out of --help)
+    "ring: jittered coils on an ellipse around the object; varied: also random ellipse, "
     "offset, coil sizes and phases per volume.",
 )
-@click.option(
+@params.choice_option(
     "--phantom",
-    type=click.Choice(["ellipses", "anatomy"]),
-    default="ellipses",
-    show_default=True,
-    help="ellipses: the original phantoms (the demo model's data); anatomy: knee-like tissue "
+    ("ellipses", "anatomy"),  # kspace_ldm.data.synth.PHANTOMS
+    "ellipses: the original phantoms (the demo model's data); anatomy: knee-like tissue "
     "classes, fine structure, smooth random deformations (kspace_ldm/data/anatomy.py).",
 )
-def synth(
-    out, n_train, n_val, n_test, coils, shape, recon_size, slices, seed, coil_geometry, phantom
-):
+def synth(out, n_train, n_val, n_test, shape, recon_size, **volume_options):
     """Write synthetic fastMRI-format volumes (random anatomical phantoms) into OUT."""
     from kspace_ldm.data.synth import synth_dataset
 
+    # volume_options: --coils, --slices, --seed, --coil-geometry, --phantom, passed through
     h, w = shape
     if n_train + n_val + n_test == 0:
         raise click.UsageError("nothing to generate: give --train, --val and/or --test")
@@ -63,19 +58,9 @@ def synth(
             f"{recon_size} exceeds the k-space size {h}x{w}", param_hint="--recon-size"
         )
     written = synth_dataset(
-        out,
-        n_train,
-        n_val,
-        n_test,
-        coils=coils,
-        shape=(h, w),
-        recon_size=recon_size,
-        slices=slices,
-        seed=seed,
-        progress=True,
-        coil_geometry=coil_geometry,
-        phantom=phantom,
-    )
+        out, n_train, n_val, n_test, shape=(h, w), recon_size=recon_size, progress=True,
+        **volume_options,
+    )  # fmt: skip
     for split, paths in written.items():
         if paths:
             click.echo(f"{split}: {len(paths)} volumes in {paths[0].parent}")

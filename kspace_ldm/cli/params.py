@@ -261,6 +261,13 @@ def samples_option(help: str):
     )
 
 
+def choice_option(flag: str, choices: tuple[str, ...], help: str):
+    """``flag`` choosing one of ``choices`` (the first is the default)."""
+    return click.option(
+        flag, type=click.Choice(choices), default=choices[0], show_default=True, help=help
+    )
+
+
 def set_threads(threads: int) -> None:
     """Apply ``--threads`` (0: leave torch's default)."""
     import torch

@@ -140,12 +140,13 @@ class _Outline:
         return np.sqrt(u * u + v * v) / wob, theta
 
 
-class AnatomyPhantom:
-    """Random knee-like anatomy of one volume; :meth:`slice` evaluates it at slice position ``z``.
-
-    ``yy [bh, 1]``, ``xx [1, bw]``: pixel coordinates of the object box; ``half_h, half_w``: the
-    object half-extent in pixels (see ``synth._object_box``).
-    """
+class ObjectBox:
+    """The object box grid of one volume, shared by both phantom families: pixel coordinates
+    ``yy [bh, 1]``, ``xx [1, bw]``, the object half-extent ``half = (half_h, half_w)`` in pixels,
+    normalised coordinates ``ny, nx`` (the object within about ``[-1, 1]``), ``px`` pixels per
+    normalised unit and ``shape = (bh, bw)``. A family draws its random object in :meth:`_draw`
+    (from ``rng`` only, so a volume is deterministic from its seed) and evaluates it in
+    ``slice(index, z)``."""
 
     def __init__(
         self,
@@ -158,9 +159,23 @@ class AnatomyPhantom:
     ):
         self.yy, self.xx, self.half = yy, xx, (half_h, half_w)
         self.ny, self.nx = yy / half_h, xx / half_w
-        self.px = (half_h + half_w) / 2  # pixels per normalised unit
-        shape = (yy.shape[0], xx.shape[1])
-        self.shape = shape
+        self.px = (half_h + half_w) / 2
+        self.shape = (yy.shape[0], xx.shape[1])
+        self._draw(rng, fat_sat)
+
+    def _draw(self, rng: np.random.Generator, fat_sat: bool) -> None:
+        raise NotImplementedError
+
+
+class AnatomyPhantom(ObjectBox):
+    """Random knee-like anatomy of one volume; :meth:`slice` evaluates it at slice position ``z``.
+
+    ``yy [bh, 1]``, ``xx [1, bw]``: pixel coordinates of the object box; ``half_h, half_w``: the
+    object half-extent in pixels (see ``synth._object_box``).
+    """
+
+    def _draw(self, rng: np.random.Generator, fat_sat: bool) -> None:
+        shape = self.shape
         col = 1 if fat_sat else 0
         self.i = {k: v[col] * rng.uniform(0.9, 1.1) for k, v in CONTRAST.items()}
         self.i["vessel_bright"] = rng.uniform(0.6, 0.9)

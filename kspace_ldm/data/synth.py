@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from kspace_ldm.data.anatomy import AnatomyPhantom
+from kspace_ldm.data.anatomy import AnatomyPhantom, ObjectBox
 from kspace_ldm.data.fastmri import (
     FastMRIFile,
     make_ismrmrd_header,
@@ -330,25 +330,14 @@ def synth_volume(
     )
 
 
-class _Phantom:
+class _Phantom(ObjectBox):
     """Random anatomy of one volume; :meth:`slice` evaluates it at slice position ``z``.
 
     Shapes are in pixels on the object box grid ``yy [bh, 1]``, ``xx [1, bw]``; parameters are
     drawn in units of the object half-extent ``(half_h, half_w)`` and vary smoothly with ``z``.
     """
 
-    def __init__(
-        self,
-        rng: np.random.Generator,
-        fat_sat: bool,
-        yy: np.ndarray,
-        xx: np.ndarray,
-        half_h: float,
-        half_w: float,
-    ):
-        self.yy, self.xx, self.half = yy, xx, (half_h, half_w)
-        self.ny, self.nx = yy / half_h, xx / half_w  # normalised: object within [-1, 1]
-        self.mean_half = (half_h + half_w) / 2
+    def _draw(self, rng: np.random.Generator, fat_sat: bool) -> None:
         self.body_ax = rng.uniform([0.88, 0.8], [0.98, 0.98])
         self.body_c = rng.uniform(-0.03, 0.03, 2)
         self.body_angle = rng.uniform(-0.3, 0.3)
@@ -367,7 +356,7 @@ class _Phantom:
         self.blob_v = rng.uniform(-0.2, 0.2, (n_blobs, 2))
         self.blob_s = rng.uniform(0.05, 0.2, n_blobs)
         self.blob_a = rng.uniform(-0.15, 0.15, n_blobs)
-        shape = (yy.shape[0], xx.shape[1])
+        shape = self.shape
         self.tex_a, self.tex_b = _bandlimited_noise(rng, shape), _bandlimited_noise(rng, shape)
         self.tex_amp = rng.uniform(0.08, 0.15)
         self.tex_theta0, self.tex_dtheta = rng.uniform(0, 2 * np.pi), rng.uniform(0.1, 0.2)
@@ -389,7 +378,7 @@ class _Phantom:
                 (self.bone_c[b, 0] + self.bone_v[b, 0] * z) * half_h,
                 (self.bone_c[b, 1] + self.bone_v[b, 1] * z) * half_w,
             )
-            grow = shrink * (1.0 + self.bone_grow[b] * z) * self.mean_half
+            grow = shrink * (1.0 + self.bone_grow[b] * z) * self.px
             ax = (self.bone_ax[b, 0] * grow, self.bone_ax[b, 1] * grow)
             cortex = _soft_ellipse(yy, xx, cen, ax, self.bone_angle[b]) * muscle
             rim = max(2.0, 0.15 * min(ax))
