@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Phantom-family transfer (issue #13 part 3): a cgs model trained on one `kldm data synth`
+# Phantom-family transfer: a cgs model trained on one `kldm data synth`
 # phantom family, tested on both. Per family in $FAMILIES: the demo-geometry data (32 train / 2
 # val / 4 test volumes, 96x96 k-space, 48x48 targets, 8 slices, seed 0) and the demo recipe
 # (scripts/train_demo_model.sh: K-AE + latents + LDenoiser) on a SHORT schedule; then
@@ -16,8 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-runs/phantom_transfer}
 KLDM=${KLDM:-.venv/bin/kldm}
-FAMILIES=${FAMILIES:-"ellipses anatomy"}
-TEST_FAMILIES=${TEST_FAMILIES:-"ellipses anatomy"}
+FAMILIES=${FAMILIES-"ellipses anatomy"}
+TEST_FAMILIES=${TEST_FAMILIES-"ellipses anatomy"}
 export AE_STEPS=${AE_STEPS:-1000} LDM_STEPS=${LDM_STEPS:-800} EVERY=${EVERY:-200}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
