@@ -450,9 +450,9 @@ def coil_agnostic(options: ReconOptions, sampler, coils: int, source) -> bool:
         model_coils = sampler.ae.in_channels // 2
     if mode == "channels" or coils == 1 or (mode == "auto" and model_coils != 1):
         return False
-    if options.sampler != "cgs":
+    if options.sampler != "cgs" and options.sampler not in HYBRID_SAMPLERS:
         raise InputError(
-            source, f"coil-agnostic multi-coil needs --sampler cgs, not {options.sampler}"
+            source, f"coil-agnostic multi-coil needs --sampler cgs or cgs-cs, not {options.sampler}"
         )
     return True
 
@@ -491,9 +491,10 @@ def _sampler_attrs(options: ReconOptions, coils: int = 1) -> dict:
         "coil_combine": options.coil_combine,
     }
     if options.sampler in HYBRID_SAMPLERS:
-        from kspace_ldm.sampling.cgs_refine import REFINE_DEFAULTS
+        from kspace_ldm.sampling.cgs_refine import resolve_refine
 
-        out.update({f"refine_{k}": v for k, v in REFINE_DEFAULTS.items()})
+        refine = batch_options(options, "", 0)  # the options the sampler resolves
+        out.update({f"refine_{k}": v for k, v in resolve_refine(refine, coils).items()})
     for key in ("steps", "t0", "guidance"):
         value = getattr(options.sampling, key)
         out[key] = "default" if value is None else value

@@ -4,7 +4,8 @@ Everything runs in memory on the same masks as ``kldm recon`` / ``kldm compare``
 masks seeded by file name; 4x cf 0.08, 8x cf 0.04) and scores with the fastMRI protocol
 (per-volume PSNR/SSIM/NMSE with the volume max as data range, mean over volumes). Use it on the
 VALIDATION split to choose settings; run the chosen setting once on the test split with
-``kldm compare``.
+``kldm compare``. Multi-coil files run the coil-agnostic path: the ESPIRiT maps of
+``kldm recon`` (:func:`kspace_ldm.recon.coil_maps`) for cgs, its refinement and the CS baselines.
 
     .venv/bin/python scripts/tune_cgs.py DATA/singlecoil_val --variants default,ae,refine \
         [--model kspace_ldm/pretrained/demo/ldm] [--accel 4,8] [--slices 8]
@@ -34,13 +35,15 @@ from kspace_ldm.data.fastmri import FastMRIFile, list_h5_files
 from kspace_ldm.metrics import nmse, psnr, ssim
 from kspace_ldm.ops import dc_project
 from kspace_ldm.physics.transforms import center_crop, kspace_to_image
-from kspace_ldm.recon import ReconOptions, batch_seed, undersample_slices, volume_mask
+from kspace_ldm.recon import ReconOptions, batch_seed, coil_maps, undersample_slices, volume_mask
 from kspace_ldm.sampling.cgs import KspaceLDMSampler, SamplerOptions
 from kspace_ldm.sampling.cgs_refine import cs_refine
 from kspace_ldm.sampling.cs import CSOptions, cs_reconstruct
 
 CF = {4: 0.08, 8: 0.04}
-_CACHE: dict = {}  # cgs k-space per (volume, steps, t0, samples): refinements share it
+# cgs k-space per (volume, acceleration, steps, t0, samples): refinements share it. (Before
+# 2026-12-03 the key lacked the acceleration, so 8x cgs/cgsr rows reused the 4x cgs estimate.)
+_CACHE: dict = {}
 
 
 def load_volumes(data, accel, slices):
@@ -53,11 +56,14 @@ def load_volumes(data, accel, slices):
         masked, used = undersample_slices(f, mask, 0, n)
         full = torch.stack([torch.from_numpy(f.read_kspace(i)) for i in range(n)])
         target = np.stack([f.read_target(i) for i in range(n)])
+        if masked.dim() == 3:  # single-coil [S, H, W] -> [S, 1, H, W]
+            masked, full = masked[:, None], full[:, None]
         vols.append(
             dict(
                 name=path.name,
-                masked=masked[:, None],
-                full=full[:, None],
+                masked=masked,
+                full=full,
+                maps=coil_maps(masked, path) if masked.shape[1] > 1 else None,
                 mask=torch.as_tensor(used),
                 target=target,
             )
@@ -79,12 +85,12 @@ def run_variant(name, vols, sampler, accel):
     kind = parts[0]
     out = []
     for v in vols:
-        y, m = v["masked"], v["mask"]
+        y, m, maps = v["masked"], v["mask"], v["maps"]
         crop = v["target"].shape[-2:]
         if kind == "zf":
             k = y
         elif kind in ("cs-wavelet", "cs-tv"):
-            x = cs_reconstruct(kind, y, m, CSOptions())
+            x = cs_reconstruct(kind, y, m, CSOptions(), maps=maps)
             out.append(center_crop(x.abs(), crop).numpy())
             continue
         elif kind in ("ae", "ae-dc"):
@@ -95,17 +101,17 @@ def run_variant(name, vols, sampler, accel):
                 mm = m.reshape(1, 1, 1, -1).bool()
                 k = dc_project(k, y, mm, 1.0)
         elif kind in ("cgs", "cgsr", "cgsrn", "cgsrz"):
-            key = (v["name"], *parts[1:4])
+            key = (v["name"], accel, *parts[1:4])  # per acceleration: the data differ
             if key not in _CACHE:
                 steps, t0, n = (int(p) for p in parts[1:4])
                 gen = torch.Generator().manual_seed(batch_seed(0, v["name"], 0))
                 opts = SamplerOptions(steps=steps, t0=t0, samples=n)
-                _CACHE[key] = sampler.sample(y, m, opts, gen)
+                _CACHE[key] = sampler.sample(y, m, opts, gen, maps=maps)
             k = _CACHE[key]
             if kind != "cgs":
                 lam, mu, it = float(parts[4]), float(parts[5]), int(parts[6])
                 start = "zero-filled" if kind == "cgsrz" else "cgs"
-                k = cs_refine(k, y, m, lam, mu, it, dc=kind != "cgsrn", start=start)
+                k = cs_refine(k, y, m, lam, mu, it, dc=kind != "cgsrn", start=start, maps=maps)
         else:
             raise SystemExit(f"unknown variant {name}")
         out.append(kspace_to_image(k, crop=crop, coil_dim=1).numpy())

@@ -470,11 +470,14 @@ class KspaceLDMSampler:
         if maps is not None:
             if name != "cgs":
                 raise InputError("sampler", f"coil-agnostic multi-coil needs cgs, not {name!r}")
-            if options.refine:
-                raise InputError("--refine", "not available on the coil-agnostic multi-coil path")
             from .sense_dc import coil_agnostic_sample
 
-            return coil_agnostic_sample(self, masked, mask, maps, options, generator)
+            out = coil_agnostic_sample(self, masked, mask, maps, options, generator)
+            if options.refine:  # the SENSE version of the CS-regularised final consistency
+                from .cgs_refine import refine
+
+                out = refine(out, masked, mask, options, maps=maps)
+            return out
         if name == "cgs-ref":
             return self.cgs_ref(masked, mask, options, generator)
         out = self.cgs(masked, mask, options, generator)

@@ -21,8 +21,13 @@ The haar transform here is written with strided slices (it is exactly the orthon
 ``ptwt`` up to the signs and order of the detail bands, which the L1 norm and its prox do not
 see; tests/test_cgs_refine.py checks the prox against :func:`kspace_ldm.sampling.cs.wavelet_prox`).
 
-Shapes: k-space complex ``[B, C, H, W]`` with ``C = 1`` (single-coil); masks as
-:func:`kspace_ldm.sampling.cgs._as_mask`.
+Multi-coil (the coil-agnostic path, ``maps`` given): ``A x = M F (S x)`` with the ESPIRiT maps
+of the ``cgs`` SENSE consistency (the model of the multi-coil ``cs-wavelet`` baseline), ``x_c``
+the coil-combined ``cgs`` image ``S^H F^-1 k_c``, and the final hard consistency per coil on
+``F (S x)``; ``||A||^2 <= 1`` for maps with ``sum_c |S_c|^2 <= 1``, so the FISTA step is the same.
+
+Shapes: k-space complex ``[B, C, H, W]`` (``C = 1`` single-coil, or ``C`` coils with maps
+``[B|1, C, H, W]``); masks as :func:`kspace_ldm.sampling.cgs._as_mask`.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ import math
 import torch
 
 from ..errors import InputError
-from ..ops import dc_project, fft2c, ifft2c
+from ..ops import dc_project, fft2c, ifft2c, sense_adjoint, sense_forward
 
 __all__ = [
     "REFINE_DEFAULTS",
+    "REFINE_DEFAULTS_MULTICOIL",
     "REFINE_METHODS",
     "cs_refine",
     "haar_prox",
@@ -50,6 +56,10 @@ REFINE_METHODS = ("cs-wavelet",)
 # (docs/results.md, "cgs + CS hybrid"): FISTA from the zero-filled image (with mu = 0 it is the
 # cs-wavelet baseline), the cs-wavelet weight lam 0.001, mu 0.001, 100 iterations.
 REFINE_DEFAULTS = {"lam": 0.001, "mu": 0.001, "iterations": 100, "start": "zero-filled"}
+# Multi-coil (coil-agnostic path) overrides: lam = the multi-coil cs-wavelet weight
+# (sampling/cs.py CS_DEFAULTS_MULTICOIL, chosen on 8-coil validation volumes); mu chosen on the
+# same validation volumes (docs/results.md, "Multi-coil cgs-cs").
+REFINE_DEFAULTS_MULTICOIL = {"lam": 0.01, "mu": 0.01}
 _LEVELS = 4  # as cs-wavelet's default (haar, level 4 at 96 x 96: coarsest band 6 x 6)
 
 
@@ -109,10 +119,12 @@ def haar_prox(x: torch.Tensor, t: float, levels: int) -> torch.Tensor:
 
 
 class _Problem:
-    """The scaled problem on the padded grid ``[B, Hp, Wp]`` (image = top-left ``[H, W]``)."""
+    """The scaled problem on the padded grid ``[B, Hp, Wp]`` (image = top-left ``[H, W]``);
+    ``maps [B|1, C, H, W]`` for the SENSE model (None: single-coil)."""
 
-    def __init__(self, y, mask, x_c, padded):
-        self.y, self.mask, self.x_c = y, mask, x_c  # y [B, 1, H, W]; x_c [B, H, W]
+    def __init__(self, y, mask, x_c, padded, maps=None):
+        self.y, self.mask, self.x_c = y, mask, x_c  # y [B, C, H, W]; x_c [B, H, W]
+        self.maps = maps
         self.H, self.W = y.shape[-2:]
         self.Hp, self.Wp = padded
 
@@ -122,11 +134,16 @@ class _Problem:
     def crop(self, z):
         return z[..., : self.H, : self.W]
 
-    def forward(self, z):  # [B, Hp, Wp] -> [B, 1, H, W]
-        return fft2c(self.crop(z)[:, None]) * self.mask
+    def forward(self, z):  # [B, Hp, Wp] -> [B, C, H, W]
+        x = self.crop(z)[:, None].contiguous()
+        if self.maps is None:
+            return fft2c(x) * self.mask
+        return sense_forward(x, self.maps, self.mask)
 
-    def adjoint(self, k):  # [B, 1, H, W] -> [B, Hp, Wp]
-        return self.pad(ifft2c(k * self.mask)[:, 0])
+    def adjoint(self, k):  # [B, C, H, W] -> [B, Hp, Wp]
+        if self.maps is None:
+            return self.pad(ifft2c(k * self.mask)[:, 0])
+        return self.pad(sense_adjoint(k.contiguous(), self.maps, self.mask)[:, 0])
 
     def smooth_grad(self, z, mu):
         g = self.adjoint(self.forward(z) - self.y)
@@ -162,12 +179,13 @@ def cs_refine(
     start: str = "cgs",
     seed: int = 0,
     history: list | None = None,
+    maps: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The hybrid of the module docstring.
 
     Args:
-        k_cgs: complex ``[B, 1, H, W]``, the ``cgs`` k-space.
-        masked: complex ``[B, 1, H, W]`` measured k-space (zero where not sampled).
+        k_cgs: complex ``[B, C, H, W]``, the ``cgs`` k-space (coil k-space for ``C > 1``).
+        masked: complex ``[B, C, H, W]`` measured k-space (zero where not sampled).
         mask: bool, broadcastable to it (``[W]``, ``[H, W]``, ``[B|1, 1, H|1, W]``).
         lam / mu: sparsity and prior weights (scaled units); ``iterations``: FISTA iterations.
         cycle_spin: random circular shifts in ``[0, 2**levels)`` before each prox (seeded by
@@ -176,12 +194,21 @@ def cs_refine(
         start: FISTA's starting point, ``"cgs"`` (the estimate) or ``"zero-filled"`` (as the
             ``cs-wavelet`` baseline: with ``mu = 0`` the two then give the same iterates).
         history: when a list, the objective ``[B]`` of each iterate is appended (tests).
+        maps: ``[B|1, C, H, W]`` SENSE maps for ``C``-coil k-space (checked by
+            :func:`~.sense_dc.check_maps`); None: single-coil.
 
     Returns:
-        complex ``[B, 1, H, W]`` k-space.
+        complex ``[B, C, H, W]`` k-space, equal to ``masked`` on the measured samples (``dc``).
     """
-    if masked.dim() != 4 or not masked.is_complex() or masked.shape[1] != 1:
-        raise InputError("--refine", "the CS refinement takes single-coil [B, 1, H, W] k-space")
+    if masked.dim() != 4 or not masked.is_complex():
+        raise InputError("--refine", "the CS refinement takes complex [B, C, H, W] k-space")
+    if maps is None and masked.shape[1] != 1:
+        raise InputError("--refine", f"{masked.shape[1]}-coil k-space needs SENSE maps")
+    if maps is not None:
+        from .sense_dc import check_maps
+
+        check_maps(maps, masked, "--refine maps")
+        maps = maps.to(masked.device, masked.dtype)
     if k_cgs.shape != masked.shape:
         raise InputError("--refine", f"cgs k-space {tuple(k_cgs.shape)} != {tuple(masked.shape)}")
     if lam < 0 or mu < 0 or iterations < 0:
@@ -194,14 +221,19 @@ def cs_refine(
     levels = _levels(H, W)
     span = 2**levels
     padded = (-(-H // span) * span, -(-W // span) * span)
-    s = _scale(ifft2c(masked * mr)[:, 0])[:, None, None]  # [B, 1, 1]
-    x_c = ifft2c(k_cgs)[:, 0] / s
-    problem = _Problem(masked * mr / s[:, None], mr, x_c, padded)
+    if maps is None:
+        zero_filled, x_c = ifft2c(masked * mr)[:, 0], ifft2c(k_cgs)[:, 0]  # [B, H, W]
+    else:  # coil-combined images S^H F^-1 k
+        zero_filled = sense_adjoint(masked.contiguous(), maps, m)[:, 0]
+        x_c = sense_adjoint(k_cgs.contiguous(), maps)[:, 0]
+    s = _scale(zero_filled)[:, None, None]  # [B, 1, 1]
+    problem = _Problem(masked * mr / s[:, None], m if maps is not None else mr, x_c / s, padded,
+                       maps)  # fmt: skip
     step = 1.0 / (1.0 + mu)  # Lipschitz constant of the smooth part: ||A||^2 + mu <= 1 + mu
     gen = torch.Generator().manual_seed(seed)
     if start not in ("cgs", "zero-filled"):
         raise InputError("--refine", f"unknown start {start!r} (cgs, zero-filled)")
-    x = problem.pad(x_c) if start == "cgs" else problem.adjoint(problem.y)
+    x = problem.pad(problem.x_c) if start == "cgs" else problem.adjoint(problem.y)
     v, t = x, 1.0
     for _ in range(iterations):
         g = v - step * problem.smooth_grad(v, mu)
@@ -216,13 +248,17 @@ def cs_refine(
         x, t = x_new, t_new
         if history is not None:
             history.append(refine_objective(problem, x, lam, mu, levels))
-    k = fft2c((problem.crop(x) * s)[:, None]).to(masked.dtype)
+    image = (problem.crop(x) * s)[:, None].contiguous()  # [B, 1, H, W]
+    k = (fft2c(image) if maps is None else sense_forward(image, maps)).to(masked.dtype)
     return dc_project(k, masked, m, 1.0) if dc else k
 
 
-def resolve_refine(options) -> dict:
-    """``{"lam", "mu", "iterations"}`` of :class:`~.cgs.SamplerOptions` (None = default)."""
+def resolve_refine(options, coils: int = 1) -> dict:
+    """``{"lam", "mu", "iterations", "start"}`` of :class:`~.cgs.SamplerOptions` (None =
+    default; ``coils > 1``: the coil-agnostic path's defaults)."""
     out = dict(REFINE_DEFAULTS)
+    if coils > 1:
+        out.update(REFINE_DEFAULTS_MULTICOIL)
     for key in ("lam", "mu", "iterations"):
         value = getattr(options, f"refine_{key}")
         if value is not None:
@@ -230,13 +266,14 @@ def resolve_refine(options) -> dict:
     return out
 
 
-def refine(k_cgs, masked, mask, options) -> torch.Tensor:
-    """Apply ``options.refine`` (:class:`~.cgs.SamplerOptions`) to the ``cgs`` k-space."""
+def refine(k_cgs, masked, mask, options, maps=None) -> torch.Tensor:
+    """Apply ``options.refine`` (:class:`~.cgs.SamplerOptions`) to the ``cgs`` k-space
+    (``maps``: the coil-agnostic path's SENSE maps for ``C``-coil k-space)."""
     if options.refine not in REFINE_METHODS:
         raise InputError(
             "--refine", f"unknown refinement {options.refine!r} ({', '.join(REFINE_METHODS)})"
         )
-    r = resolve_refine(options)
+    r = resolve_refine(options, masked.shape[1])
     return cs_refine(
         k_cgs,
         masked,
@@ -245,4 +282,5 @@ def refine(k_cgs, masked, mask, options) -> torch.Tensor:
         float(r["mu"]),
         int(r["iterations"]),
         start=r["start"],
+        maps=maps,
     )
