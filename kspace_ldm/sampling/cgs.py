@@ -462,7 +462,8 @@ class KspaceLDMSampler:
         ``generator``: draw from this generator instead of a fresh one seeded with
         ``options.seed`` (a caller that chains several runs on one stream).
         ``maps [B|1, C, H, W]``: coil sensitivities for the coil-agnostic multi-coil path
-        (a single-coil model on ``C``-coil data, :mod:`.sense_dc`; ``cgs`` only).
+        (a single-coil model on ``C``-coil data, :mod:`.sense_dc`; ``cgs`` only, with
+        ``options.refine`` the SENSE refinement of :mod:`.cgs_refine`).
         """
         name = options.sampler
         if generator is None:
