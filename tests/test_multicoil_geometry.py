@@ -16,8 +16,9 @@ Two models, for two different claims:
   C++/Python gap once marked here as a bug is the amplified 1e-6 difference of AOTInductor vs
   eager kernels, not a backend difference.
 * **the bundled (trained) demo model** exported at 640 x 368: the same 15-coil file through both
-  backends agrees end to end (measured 5.6e-7 relative; the Python sampler's own sensitivity to a
-  1e-6 change of the maps is 1.4e-6 there, i.e. a trained model does not amplify).
+  backends and the executable agrees end to end (measured 5.6e-7 relative; the Python sampler's
+  own sensitivity to a 1e-6 change of the maps is 1.4e-6 there: a trained model does not
+  amplify).
 
 ~4 min on 2 cores (two exports, ~30 s of compile each, and 15-coil cgs slices).
 """
@@ -122,11 +123,12 @@ def test_fastmri_multicoil_geometry_reference_levels(tmp_path):
     for net, err in _package_parity(ldm, exp, src).items():
         assert err < 1e-4, f"{net}: exported vs eager {err:.2e}"
 
-    out = tmp_path / "exe" / src.name
-    exe, _ = run_recon_tool(src, out, "--model", exp, "--steps", 2, "--t0", 50,
-                            "--batch-size", 1)  # fmt: skip
-    # the same C++ sampler behind the CLI and the executable
-    np.testing.assert_allclose(exe, cpp, rtol=0, atol=1e-6 * np.abs(cpp).max())
+    # the executable runs at this geometry too; its output is compared with the CLI's on the
+    # trained model below (here thread-count-dependent rounding is amplified as described above:
+    # measured 3e0 relative on single pixels between the two in CI)
+    exe, _ = run_recon_tool(src, tmp_path / "exe" / src.name, "--model", exp, "--steps", 2,
+                            "--t0", 50, "--batch-size", 1)  # fmt: skip
+    assert exe.shape == cpp.shape and np.isfinite(exe).all()
     # evaluate against the file's RSS target: the metrics run at this geometry
     js = tmp_path / "m.json"
     run("evaluate", "--pred", tmp_path / "cpp", "--target", full.parent, "--json", js)
@@ -144,3 +146,7 @@ def test_fastmri_multicoil_geometry_backend_parity(tmp_path):
     py, cpp = _recon_both(src, ldm, exp, tmp_path)
     # measured 5.6e-7 (2026-12-03); the parity tests' bound is 1e-4
     assert np.linalg.norm(cpp - py) / np.linalg.norm(py) < 1e-4
+    # the same C++ sampler behind the CLI and the kldm-recon executable
+    exe, _ = run_recon_tool(src, tmp_path / "exe" / src.name, "--model", exp, "--steps", 2,
+                            "--t0", 50, "--batch-size", 1)  # fmt: skip
+    assert np.linalg.norm(exe - cpp) / np.linalg.norm(cpp) < 1e-5
