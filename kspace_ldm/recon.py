@@ -493,8 +493,7 @@ def _sampler_attrs(options: ReconOptions, coils: int = 1) -> dict:
     if options.sampler in HYBRID_SAMPLERS:
         from kspace_ldm.sampling.cgs_refine import resolve_refine
 
-        refine = batch_options(options, "", 0)  # the options the sampler resolves
-        out.update({f"refine_{k}": v for k, v in resolve_refine(refine, coils).items()})
+        out.update({f"refine_{k}": v for k, v in resolve_refine(options.sampling, coils).items()})
     for key in ("steps", "t0", "guidance"):
         value = getattr(options.sampling, key)
         out[key] = "default" if value is None else value

@@ -38,6 +38,7 @@ import torch
 
 from ..errors import InputError
 from ..ops import dc_project, fft2c, ifft2c, sense_adjoint, sense_forward
+from .cs import _Forward, _padded, _scale
 
 __all__ = [
     "REFINE_DEFAULTS",
@@ -118,36 +119,18 @@ def haar_prox(x: torch.Tensor, t: float, levels: int) -> torch.Tensor:
     return _haar_merge(ll, tuple(_soft(c, t) for c in det))
 
 
-class _Problem:
-    """The scaled problem on the padded grid ``[B, Hp, Wp]`` (image = top-left ``[H, W]``);
-    ``maps [B|1, C, H, W]`` for the SENSE model (None: single-coil)."""
+class _Problem(_Forward):
+    """The scaled problem: the CS baselines' operator ``A`` on the padded grid ``[B, Hp, Wp]``
+    (:class:`~.cs._Forward`, single-coil or SENSE with ``maps``) plus the prior mean ``x_c``
+    ``[B, H, W]`` of the quadratic term."""
 
     def __init__(self, y, mask, x_c, padded, maps=None):
-        self.y, self.mask, self.x_c = y, mask, x_c  # y [B, C, H, W]; x_c [B, H, W]
-        self.maps = maps
-        self.H, self.W = y.shape[-2:]
-        self.Hp, self.Wp = padded
-
-    def pad(self, x):
-        return torch.nn.functional.pad(x, (0, self.Wp - self.W, 0, self.Hp - self.H))
-
-    def crop(self, z):
-        return z[..., : self.H, : self.W]
-
-    def forward(self, z):  # [B, Hp, Wp] -> [B, C, H, W]
-        x = self.crop(z)[:, None].contiguous()
-        if self.maps is None:
-            return fft2c(x) * self.mask
-        return sense_forward(x, self.maps, self.mask)
-
-    def adjoint(self, k):  # [B, C, H, W] -> [B, Hp, Wp]
-        if self.maps is None:
-            return self.pad(ifft2c(k * self.mask)[:, 0])
-        return self.pad(sense_adjoint(k.contiguous(), self.maps, self.mask)[:, 0])
+        super().__init__(y, mask, maps, padded)  # y [B, C, H, W]
+        self.x_c = x_c
 
     def smooth_grad(self, z, mu):
         g = self.adjoint(self.forward(z) - self.y)
-        return g + mu * self.pad(self.crop(z) - self.x_c) if mu > 0 else g
+        return g + mu * self._pad(self._crop(z) - self.x_c) if mu > 0 else g
 
 
 def refine_objective(problem: _Problem, z, lam: float, mu: float, levels: int) -> torch.Tensor:
@@ -155,15 +138,8 @@ def refine_objective(problem: _Problem, z, lam: float, mu: float, levels: int) -
     r = problem.forward(z) - problem.y
     data = 0.5 * r.abs().double().square().sum(dim=(1, 2, 3))
     l1 = sum(c.abs().double().sum(dim=(-2, -1)) for c in haar_details(z, levels))
-    prior = 0.5 * (problem.crop(z) - problem.x_c).abs().double().square().sum(dim=(-2, -1))
+    prior = 0.5 * (problem._crop(z) - problem.x_c).abs().double().square().sum(dim=(-2, -1))
     return data + lam * l1 + mu * prior
-
-
-def _scale(image: torch.Tensor) -> torch.Tensor:
-    """Per-slice scale ``[B]``: 99th percentile of ``|image|`` (as cs._scale)."""
-    mag = image.abs().flatten(1).float()
-    s = torch.quantile(mag, 0.99, dim=1)
-    return torch.where(s > 0, s, torch.ones_like(s)).to(image.real.dtype)
 
 
 def cs_refine(
@@ -220,20 +196,19 @@ def cs_refine(
     H, W = masked.shape[-2:]
     levels = _levels(H, W)
     span = 2**levels
-    padded = (-(-H // span) * span, -(-W // span) * span)
+    padded = (_padded(H, span), _padded(W, span))
     if maps is None:
         zero_filled, x_c = ifft2c(masked * mr)[:, 0], ifft2c(k_cgs)[:, 0]  # [B, H, W]
     else:  # coil-combined images S^H F^-1 k
         zero_filled = sense_adjoint(masked.contiguous(), maps, m)[:, 0]
         x_c = sense_adjoint(k_cgs.contiguous(), maps)[:, 0]
     s = _scale(zero_filled)[:, None, None]  # [B, 1, 1]
-    problem = _Problem(masked * mr / s[:, None], m if maps is not None else mr, x_c / s, padded,
-                       maps)  # fmt: skip
+    problem = _Problem(masked * mr / s[:, None], mr, x_c / s, padded, maps)
     step = 1.0 / (1.0 + mu)  # Lipschitz constant of the smooth part: ||A||^2 + mu <= 1 + mu
     gen = torch.Generator().manual_seed(seed)
     if start not in ("cgs", "zero-filled"):
         raise InputError("--refine", f"unknown start {start!r} (cgs, zero-filled)")
-    x = problem.pad(problem.x_c) if start == "cgs" else problem.adjoint(problem.y)
+    x = problem._pad(problem.x_c) if start == "cgs" else problem.adjoint(problem.y)
     v, t = x, 1.0
     for _ in range(iterations):
         g = v - step * problem.smooth_grad(v, mu)
@@ -248,7 +223,7 @@ def cs_refine(
         x, t = x_new, t_new
         if history is not None:
             history.append(refine_objective(problem, x, lam, mu, levels))
-    image = (problem.crop(x) * s)[:, None].contiguous()  # [B, 1, H, W]
+    image = (problem._crop(x) * s)[:, None].contiguous()  # [B, 1, H, W]
     k = (fft2c(image) if maps is None else sense_forward(image, maps)).to(masked.dtype)
     return dc_project(k, masked, m, 1.0) if dc else k
 
