@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Tissue class labels of :meth:`AnatomyPhantom.slice` (``labels`` map), 0 = background (air).
+#: Tissue class labels of :meth:`AnatomyPhantom.slice_labelled` (``labels``), 0 = air.
 TISSUES = ("air", "fat", "muscle", "marrow", "cortex", "cartilage", "fluid", "tendon", "vessel")
 
 #: Relative magnitude of each tissue, ``(PD, PD fat-saturated)``: an ordering that follows knee
@@ -274,7 +274,11 @@ class AnatomyPhantom(ObjectBox):
             for _ in range(n_b0)
         ]
 
-    def slice(self, index: int, z: float) -> tuple[np.ndarray, np.ndarray]:
+    def slice(self, index: int, z: float) -> np.ndarray:
+        """Image complex64 ``[bh, bw]`` (PD fat ~1) of slice ``index`` at position ``z``."""
+        return self.slice_labelled(index, z)[0]
+
+    def slice_labelled(self, index: int, z: float) -> tuple[np.ndarray, np.ndarray]:
         """``(image complex64 [bh, bw] with PD fat ~1, labels uint8 [bh, bw])`` of slice
         ``index`` at position ``z``; ``labels`` indexes :data:`TISSUES` (dominant tissue)."""
         theta = self.theta0 + self.dtheta * index

@@ -290,10 +290,7 @@ def synth_volume(
     kspace = np.empty((slices, coils, height, width), np.complex64)
     target = np.empty((slices, recon_size, recon_size), np.float32)
     for s, z in enumerate(zs):
-        image = obj_model.slice(s, float(z))
-        if isinstance(image, tuple):  # the anatomy family also returns its tissue labels
-            image = image[0]
-        obj = (scale * image).astype(np.complex64)  # [bh, bw]
+        obj = (scale * obj_model.slice(s, float(z))).astype(np.complex64)  # [bh, bw]
         coil_imgs = obj[None] if sens is None else sens * obj[None]  # [C, bh, bw]
 
         # FFT along W only over the rows the object occupies (the rest is zero), then along H.
