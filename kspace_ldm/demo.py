@@ -29,7 +29,7 @@ from kspace_ldm.evaluate import evaluate_folders
 from kspace_ldm.io import atomic_write_text
 from kspace_ldm.pretrained import demo_model
 from kspace_ldm.recon import ReconOptions, check_backend, reconstruct, volume_mask
-from kspace_ldm.sampling.cgs import SamplerOptions
+from kspace_ldm.sampling.cgs import CGS_DEFAULTS, SamplerOptions
 from kspace_ldm.tables import markdown_table
 from kspace_ldm.viz import panel, save_png
 
@@ -52,6 +52,15 @@ class DemoSummary:
     json: Path
     table: str
     metrics: dict
+
+
+def _cgs_settings() -> str:
+    """The cgs defaults in words (recorded in metrics.json)."""
+    d = CGS_DEFAULTS
+    return (
+        f"cgs defaults ({d['start']} start, {d['steps']} DDIM steps from t0 {d['t0']}, "
+        f"guidance {d['guidance']:g}, seed 0)"
+    )
 
 
 def run_demo(
@@ -160,7 +169,7 @@ def run_demo(
             "name": "cgs",
             "backend": backend,
             "samples": samples,
-            "settings": "cgs defaults (5 DDIM steps from t0 150, guidance 0, seed 0)",
+            "settings": _cgs_settings(),
         },
         "model": {"bundle": manifest.get("name", "demo"), "path": str(ldm_dir.parent)},
         "data": {

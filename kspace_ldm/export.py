@@ -371,6 +371,7 @@ def export_sampler(
 def _export_sampler(sampler, out, size, batch, dynamic_batch, source_run, log, rtol, guidance):
     from .physics.espirit import ESPIRIT_DEFAULTS
     from .sampling.cgs import CGS_DEFAULTS, CGS_REF_DEFAULTS
+    from .sampling.cgs_refine import cs_start_settings as _cs_start_settings
     from .sampling.sense_dc import SENSE_DEFAULTS
     from .toolchain import check_aoti_compiler
 
@@ -477,6 +478,8 @@ def _export_sampler(sampler, out, size, batch, dynamic_batch, source_run, log, r
             "sampler_defaults": {
                 "cgs": dict(CGS_DEFAULTS),
                 "cgs-ref": dict(CGS_REF_DEFAULTS),
+                # the cs-wavelet settings of cgs's CS start (sampling/cgs_refine.cs_start)
+                "cs_start": _cs_start_settings(),
                 # the coil-agnostic multi-coil path of a single-coil export (sampling/sense_dc.py)
                 "sense": dict(SENSE_DEFAULTS),
                 "espirit": dict(ESPIRIT_DEFAULTS),

@@ -497,6 +497,10 @@ def _sampler_attrs(options: ReconOptions, coils: int = 1) -> dict:
     for key in ("steps", "t0", "guidance"):
         value = getattr(options.sampling, key)
         out[key] = "default" if value is None else value
+    if options.sampler != "cgs-ref":
+        from kspace_ldm.sampling.cgs import resolve_start
+
+        out["start"] = resolve_start(options.sampling)  # the per-coil-channel path: zero-filled
     return out
 
 

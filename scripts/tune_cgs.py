@@ -21,6 +21,8 @@ Variants (comma list; each prints one line per acceleration):
   cgsrn:...              the same without the final hard data consistency
   cgsrz:...              the same (with it) started from the zero-filled image, as cs-wavelet
 (the timing of a refinement variant excludes the cgs run when an earlier variant made it)
+--start cs-wavelet|zero-filled: what every cgs variant starts from (SamplerOptions.start; default
+the sampler's default, cs-wavelet; the tables before 2026-12-03 ran from the zero-filled start)
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from kspace_ldm.metrics import nmse, psnr, ssim
 from kspace_ldm.ops import dc_project
 from kspace_ldm.physics.transforms import center_crop, kspace_to_image
 from kspace_ldm.recon import ReconOptions, batch_seed, coil_maps, undersample_slices, volume_mask
-from kspace_ldm.sampling.cgs import KspaceLDMSampler, SamplerOptions
+from kspace_ldm.sampling.cgs import CGS_STARTS, KspaceLDMSampler, SamplerOptions
 from kspace_ldm.sampling.cgs_refine import cs_refine
 from kspace_ldm.sampling.cs import CSOptions, cs_reconstruct
 
@@ -80,7 +82,7 @@ def score(vols, images):
     return np.mean(rows, axis=0)
 
 
-def run_variant(name, vols, sampler, accel):
+def run_variant(name, vols, sampler, accel, start=None):
     parts = name.split(":")
     kind = parts[0]
     out = []
@@ -101,11 +103,11 @@ def run_variant(name, vols, sampler, accel):
                 mm = m.reshape(1, 1, 1, -1).bool()
                 k = dc_project(k, y, mm, 1.0)
         elif kind in ("cgs", "cgsr", "cgsrn", "cgsrz"):
-            key = (v["name"], accel, *parts[1:4])  # per acceleration: the data differ
+            key = (v["name"], accel, start, *parts[1:4])  # per acceleration: the data differ
             if key not in _CACHE:
                 steps, t0, n = (int(p) for p in parts[1:4])
                 gen = torch.Generator().manual_seed(batch_seed(0, v["name"], 0))
-                opts = SamplerOptions(steps=steps, t0=t0, samples=n)
+                opts = SamplerOptions(steps=steps, t0=t0, samples=n, start=start)
                 _CACHE[key] = sampler.sample(y, m, opts, gen, maps=maps)
             k = _CACHE[key]
             if kind != "cgs":
@@ -126,6 +128,7 @@ def main():
     ap.add_argument("--accel", default="4,8")
     ap.add_argument("--slices", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--start", choices=CGS_STARTS, default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     sampler = KspaceLDMSampler.from_run(a.model)
@@ -134,7 +137,7 @@ def main():
         n_slices = sum(v["masked"].shape[0] for v in vols)
         for name in a.variants.split(","):
             t, c = time.perf_counter(), time.process_time()
-            images = run_variant(name, vols, sampler, accel)
+            images = run_variant(name, vols, sampler, accel, a.start)
             dt = (time.perf_counter() - t) / n_slices
             dc = (time.process_time() - c) / n_slices  # CPU seconds: less sensitive to load
             e, p, s = score(vols, images)

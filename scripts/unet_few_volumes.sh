@@ -9,7 +9,7 @@
 # Environment: COUNTS="2 8 32", STEPS=1500 (a short cosine schedule: the full 6000-step run's
 #   best validation checkpoint was step 1500, docs/results.md), EVERY=250 (validation and
 #   checkpoint interval; the test rows use RUN/best), DATA=... reuses existing demo data,
-#   KLDM=.venv/bin/kldm. One torch thread. Written, not yet run (2026-12-03).
+#   KLDM=.venv/bin/kldm. One torch thread. Results: docs/results.md, "Supervised U-Net baseline".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-runs/unet_few}

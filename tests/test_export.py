@@ -31,7 +31,7 @@ from kspace_ldm.export import (
     load_manifest,
     sampler_networks,
 )
-from kspace_ldm.sampling.cgs import SamplerOptions
+from kspace_ldm.sampling.cgs import CGS_DEFAULTS, SamplerOptions
 from kspace_ldm.sampling.cpp import CppSampler
 
 # Python vs C++ sampler on the same packages' source networks (acceptance criterion of the C++
@@ -99,7 +99,12 @@ def test_manifest_records_shapes_hashes_and_sampler_config(single):
     assert m["torch_version"] == torch.__version__.split("+")[0]
     assert m["normalization"]["mode"] == "standardize"
     assert m["scale_factor"] == pytest.approx(0.8)
-    assert m["sampler_defaults"]["cgs"]["steps"] == 5
+    assert m["sampler_defaults"]["cgs"] == CGS_DEFAULTS  # incl. start: cs-wavelet
+    assert m["sampler_defaults"]["cs_start"] == {
+        "lam": 0.001,
+        "lam_multicoil": 0.01,
+        "iterations": 200,
+    }
     assert len(m["scheduler"]["alphas_cumprod"]) == 1000
     assert m["scheduler"]["ddpm_step"]["noise_std"][0] == 0.0
     for name in PACKAGES:
@@ -162,10 +167,11 @@ def test_sha256_matches_hashlib(tmp_path):
     ("name", "options"),
     [
         ("cgs", SamplerOptions()),
+        ("cgs", SamplerOptions(start="zero-filled")),
         ("cgs", SamplerOptions(steps=3, guidance=0.5, eta=0.5, samples=2)),
         ("cgs-ref", SamplerOptions(t0=60)),
     ],
-    ids=["cgs", "cgs-guided-eta-2samples", "cgs-ref"],
+    ids=["cgs", "cgs-zero-filled-start", "cgs-guided-eta-2samples", "cgs-ref"],
 )
 @pytest.mark.parametrize("which", ["single", "multi"])
 def test_cpp_matches_python(which, name, options, request):
@@ -254,6 +260,30 @@ def test_broken_manifest_is_refused(single, tmp_path):
     (d / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(InputError, match=r"packages\.denoiser\.batch_range must be an array"):
         CppSampler(d)
+
+
+def test_start_option_and_exports_without_a_recorded_start(single, tmp_path):
+    """The C++ sampler follows SamplerOptions.start (and the manifest's default); an export made
+    before the manifest recorded the start (no cgs.start, no cs_start) keeps the zero-filled
+    start, so it reproduces what it gave before. A bad start is a one-line error."""
+    s, out = single
+    y, m = phantom(2, 1) * mask_w(), mask_w()
+    cpp = CppSampler(out)
+    zf = replace(SamplerOptions(), start="zero-filled", seed=3)
+    want_zf = s.sample(y, m, zf)
+    got_zf = cpp.sample(y, m, zf)
+    assert rel(got_zf, want_zf) < PARITY_RTOL
+    default = cpp.sample(y, m, SamplerOptions(seed=3))
+    assert rel(default, got_zf) > 1e-3  # the default (CS start) is not the zero-filled start
+    old = copy_export(out, tmp_path / "old")
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["sampler_defaults"]["cgs"]["start"], manifest["sampler_defaults"]["cs_start"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert torch.equal(CppSampler(old).sample(y, m, SamplerOptions(seed=3)), got_zf)
+    bad = SamplerOptions(seed=3)
+    object.__setattr__(bad, "start", "cs-tv")  # past the Python check: the C++ one answers
+    with pytest.raises(InputError, match="unknown start 'cs-tv'"):
+        cpp.sample(y, m, bad)
 
 
 def test_bad_kspace_shape_device_and_values(single):
@@ -364,6 +394,8 @@ def test_kldm_recon_executable_bad_input(single, tmp_path):
     assert rc == 2 and "need INPUT.h5 OUTPUT.h5" in err
     rc, err = run(src, tmp_path / "o.h5", "--model", single[1], "--steps", "x")
     assert rc == 2 and "not a number" in err
+    rc, err = run(src, tmp_path / "o.h5", "--model", single[1], "--start", "cs-tv")
+    assert rc == 2 and "--start must be cs-wavelet or zero-filled" in err and "\n" not in err
     nan = _test_file(tmp_path / "n", 1)
     with h5py.File(nan, "a") as f:
         k = f["kspace"][()]

@@ -83,6 +83,7 @@ PYBIND11_MODULE(_C, m) {
             o.refit = options.attr("refit").cast<bool>();
             o.samples = options.attr("samples").cast<int64_t>();
             o.seed = options.attr("seed").cast<uint64_t>();
+            o.start = options.attr("start").cast<std::optional<std::string>>().value_or("");
             o.coil_combine = coil_combine;
             if (maps) o.maps = *maps;
             py::gil_scoped_release release;

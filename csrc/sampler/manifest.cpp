@@ -126,6 +126,13 @@ void Sampler::Impl::parse_manifest(const json::Value& doc, const fs::path& root)
   cgs_eta = c.number("eta");
   cgs_refit = c.flag("refit");
   cgs_samples = c.integer("samples");
+  if (c.has("start")) cgs_start = c.text("start");
+  if (m.sub("sampler_defaults").has("cs_start")) {
+    const auto cs = m.sub("sampler_defaults").sub("cs_start");
+    cs_lam = cs.number("lam");
+    cs_lam_multicoil = cs.number("lam_multicoil");
+    cs_iterations = cs.integer("iterations");
+  }
   const auto cr = m.sub("sampler_defaults").sub("cgs-ref");
   ref_t0 = cr.integer("t0");
   ref_guidance = cr.number("guidance");

@@ -113,6 +113,13 @@ at::Tensor Sampler::Impl::residual_grad(const at::Tensor& u, const at::Tensor& y
   return vjp(u, norm.denormalize_vjp(x, stats, g));
 }
 
+std::string Sampler::Impl::resolve_start(const SamplerOptions& o) const {
+  const std::string start = o.start.empty() ? cgs_start : o.start;
+  if (start != "cs-wavelet" && start != "zero-filled")
+    throw Error("sampler: unknown start '" + start + "' (available: cs-wavelet, zero-filled)");
+  return start;
+}
+
 Sampler::Sampler(const std::string& export_dir, c10::Device device,
                  const std::string& expect_manifest_sha256)
     : impl_(new Impl) {
@@ -151,8 +158,14 @@ Reconstruction Sampler::reconstruct(const at::Tensor& kspace, const at::Tensor& 
   } else if (options.sampler == "cgs") {
     const int64_t n = options.samples;
     if (n < 1) throw Error("sampler: samples must be >= 1");
-    k = s.cgs(y, m, options, gen);
-    for (int64_t i = 1; i < n; ++i) k = k + s.cgs(y, m, options, gen);
+    // KspaceLDMSampler.start_kspace: the CS start, single-coil exports only.
+    CgsHooks hooks;
+    if (s.resolve_start(options) == "cs-wavelet" && s.info.coils == 1) {
+      auto x = detail::cs_start_image(y, m, s.cs_lam, s.cs_iterations, at::Tensor());
+      hooks.start = kldm::dc_project(kldm::fft2c(x).to(y.scalar_type()), y, m, 1.0);
+    }
+    k = s.cgs(y, m, options, gen, &hooks);
+    for (int64_t i = 1; i < n; ++i) k = k + s.cgs(y, m, options, gen, &hooks);
     // every sample equals the data on the measured samples, so their mean does too
     k = kldm::dc_project(k / static_cast<double>(n), y, m, 1.0);
   } else if (options.sampler == "cgs-ref") {

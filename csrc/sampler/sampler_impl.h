@@ -6,6 +6,7 @@
 //   sampler.cpp         the networks, consistency and guidance steps both algorithms use, checks,
 //                       and the public kldm::Sampler API
 //   cgs.cpp             the cgs algorithm;  cgs_ref.cpp  the cgs-ref algorithm
+//   cs_start.cpp        the cs-wavelet image cgs starts from
 //   sense_cgs.cpp       cgs on multi-coil data with a single-coil model (SENSE consistency);
 //   espirit.cpp         its ESPIRiT maps (kldm/espirit.h)
 #pragma once
@@ -67,6 +68,11 @@ struct Sampler::Impl {
   int64_t cgs_steps = 5, cgs_t0 = 150, ref_t0 = 100, cgs_samples = 1;
   double cgs_guidance = 0.0, cgs_eta = 0.0, ref_guidance = 100.0;
   bool cgs_refit = true;
+  // cgs's start (sampler_defaults.cgs.start; "zero-filled" for exports that predate it) and the
+  // cs-wavelet settings of the CS start (sampler_defaults.cs_start: kspace_ldm.sampling.cs).
+  std::string cgs_start = "zero-filled";
+  double cs_lam = 0.001, cs_lam_multicoil = 0.01;
+  int64_t cs_iterations = 200;
   // Coil-agnostic multi-coil defaults (kspace_ldm.sampling.sense_dc.SENSE_DEFAULTS; the manifest's
   // sampler_defaults.sense when it has them) and the ESPIRiT settings (sampler_defaults.espirit).
   double sense_lam = 0.5, sense_final_lam = 0.1, sense_start_lam = 0.5;
@@ -163,6 +169,17 @@ struct Sampler::Impl {
 
   at::Tensor cgs_ref(const at::Tensor& y, const at::Tensor& m, const SamplerOptions& o,
                      at::Generator& gen) const;
+
+  // o.start, else the manifest's default; checked ("cs-wavelet" | "zero-filled").
+  std::string resolve_start(const SamplerOptions& o) const;
 };
+
+namespace detail {
+// The cs-wavelet image cgs starts from (cs_start.cpp; kspace_ldm.sampling.cgs_refine.cs_start):
+// y [B, C, H, W] complex64 measured k-space, m its bool mask [B|1, 1, H|1, W], maps [B|1, C, H, W]
+// for C > 1 (undefined: single-coil) -> [B, 1, H, W] complex image, no data consistency applied.
+at::Tensor cs_start_image(const at::Tensor& y, const at::Tensor& m, double lam, int64_t iterations,
+                          const at::Tensor& maps);
+}  // namespace detail
 
 }  // namespace kldm

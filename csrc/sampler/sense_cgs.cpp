@@ -104,6 +104,10 @@ at::Tensor Sampler::Impl::sense_cgs(const at::Tensor& y, const at::Tensor& m,
   // measurement for the normalisation statistics; the start image itself seeds the encoder.
   auto k_start = kldm::fft2c(dc.solve(at::zeros_like(dc.aty), sense_start_iters, sense_start_lam));
   auto y_comb = k_start * m;
+  // The CS start: the multi-coil cs-wavelet image on the same SENSE model seeds the encoder; the
+  // statistics stay those of the CG-SENSE start (sense_dc.coil_agnostic_sample).
+  if (resolve_start(o) == "cs-wavelet")
+    k_start = kldm::fft2c(detail::cs_start_image(y, m, cs_lam_multicoil, cs_iterations, dc.maps));
   CgsHooks hooks;
   hooks.start = k_start;
   hooks.project = [&](const at::Tensor& k) {

@@ -492,7 +492,8 @@ int run(int argc, char** argv) {
     try {
       if (a == "-h" || a == "--help") {
         std::cout << "usage: kldm-recon INPUT.h5 OUTPUT.h5 --model EXPORT_DIR [--sampler "
-                     "cgs|cgs-ref] [--steps N] [--t0 T] [--guidance G] [--eta E] [--samples N] "
+                     "cgs|cgs-ref] [--start cs-wavelet|zero-filled] [--steps N] [--t0 T] "
+                     "[--guidance G] [--eta E] [--samples N] "
                      "[--refit|--no-refit] [--seed S] [--batch-size B] [--device cpu|cuda] "
                      "[--format h5|ismrmrd] [--expect-sha256 HEX] "
                      "[--coil-combine auto|espirit|channels] [--maps MAPS.h5]\n"
@@ -505,6 +506,7 @@ int run(int argc, char** argv) {
                      ")\n"
                      "  --expect-sha256: sha256 of EXPORT_DIR/manifest.json, checked before "
                      "anything of the model is loaded\n"
+                     "  --start: what cgs encodes first (default: the export's, cs-wavelet)\n"
                      "  --coil-combine: multi-coil input with a single-coil export: espirit "
                      "(ESPIRiT maps, SENSE consistency; auto, the default, picks it), channels "
                      "(coils as channels of a multi-coil export)\n"
@@ -517,6 +519,8 @@ int run(int argc, char** argv) {
         model = value();
       else if (a == "--sampler")
         opt.sampler = value();
+      else if (a == "--start")
+        opt.start = value();
       else if (a == "--steps")
         opt.steps = std::stoll(value());
       else if (a == "--t0")
@@ -554,6 +558,8 @@ int run(int argc, char** argv) {
   if (batch < 1) throw UsageError("--batch-size must be >= 1");
   if (format != "h5" && format != "ismrmrd")
     throw UsageError("--format must be h5 or ismrmrd, got " + format);
+  if (!opt.start.empty() && opt.start != "cs-wavelet" && opt.start != "zero-filled")
+    throw UsageError("--start must be cs-wavelet or zero-filled, got " + opt.start);
   if (opt.coil_combine != "auto" && opt.coil_combine != "espirit" && opt.coil_combine != "channels")
     throw UsageError("--coil-combine must be auto, espirit or channels, got " + opt.coil_combine);
   if (!maps_path.empty() && opt.coil_combine == "channels")
@@ -620,6 +626,7 @@ int run(int argc, char** argv) {
                         {"backend", "cpp"},
                         {"model", model},
                         {"sampler_seed", std::to_string(seed)},
+                        {"start", opt.start.empty() ? "default" : opt.start},
                         {"coil_combine", opt.coil_combine}});
   std::cerr << "kldm-recon: " << pos[1] << " (" << S << " slices, " << opt.sampler << ")\n";
   return 0;

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from kspace_ldm.cli import params
-from kspace_ldm.methods import SAMPLERS
+from kspace_ldm.methods import CGS_STARTS, SAMPLERS
 
 
 def _method_setting(flag: str, kind: click.ParamType, help: str):
@@ -37,7 +37,15 @@ def _method_setting(flag: str, kind: click.ParamType, help: str):
     "Sampler implementation: python (the reference implementation, --model RUN_DIR) or cpp "
     "(kldm::Sampler on AOTInductor packages, --model EXPORT_DIR from kldm export)."
 )
-@_method_setting("--steps", click.IntRange(min=1), "DDIM steps (cgs; 5).")
+@_method_setting("--steps", click.IntRange(min=1), "DDIM steps (cgs; 2).")
+@click.option(
+    "--start",
+    type=click.Choice(CGS_STARTS),
+    default=None,
+    help="cgs: what is encoded first: cs-wavelet (the L1-wavelet CS image with the measured "
+    "samples put back; the default) or zero-filled (the measured k-space; with --steps 5 "
+    "--t0 150 the earlier default).",
+)
 @params.samples_option("cgs: average the k-space of this many samples (posterior-mean estimate).")
 @click.option(
     "--coil-combine",
@@ -48,7 +56,7 @@ def _method_setting(flag: str, kind: click.ParamType, help: str):
     "consistency per coil, RSS output), channels (coils as channels of a multi-coil model); "
     "auto: espirit for a single-coil model on multi-coil data.",
 )
-@_method_setting("--t0", click.IntRange(min=0), "SDEdit start timestep (cgs: 150, cgs-ref: 100).")
+@_method_setting("--t0", click.IntRange(min=0), "SDEdit start timestep (cgs: 50, cgs-ref: 100).")
 @_method_setting(
     "--guidance",
     click.FloatRange(min=0),
@@ -140,7 +148,8 @@ def recon(
     # same: the options named as their ReconOptions or SamplerOptions field (sampler, backend,
     # steps, device, ...)
     sampling = SamplerOptions(
-        seed=seed, **{k: same.pop(k) for k in ("steps", "t0", "guidance", "refit", "samples")}
+        seed=seed,
+        **{k: same.pop(k) for k in ("steps", "t0", "guidance", "refit", "samples", "start")},
     )
     sampler = same.pop("sampler") or ("cgs" if model_dir is not None else "zero-filled")
     if sampler not in ("zero-filled", "cs-wavelet", "cs-tv") and model_dir is None:

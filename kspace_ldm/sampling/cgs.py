@@ -18,8 +18,10 @@ data consistency. The only departure: every random draw comes from the seeded ge
    least squares of the decoded estimate on the measured samples (the decoded k-space is affine in
    them), never taken from the undersampled data alone. The latent scale is the training
    constant stored with the LDM.
-2. SDEdit start at ``t0`` from the encoded zero-filled estimate, then a DDIM schedule of
-   ``steps`` steps (``eta`` adds seeded noise).
+2. SDEdit start at ``t0`` from the encoded start estimate -- by default the L1-wavelet
+   compressed-sensing image with the measured samples put back (``start="cs-wavelet"``,
+   :func:`.cgs_refine.cs_start`), or the zero-filled k-space (``start="zero-filled"``) -- then a
+   DDIM schedule of ``steps`` steps (``eta`` adds seeded noise).
 3. At every step, on the Tweedie estimate ``x0 = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``:
    optional gradient guidance on the residual normalised by the measurement energy
    ``||M(k(x0)) - y||^2 / ||y||^2`` (so ``guidance`` is scale free), then consistency: decode,
@@ -45,19 +47,31 @@ import torch
 
 from ..errors import InputError
 from ..latents import estimate_norm_stats, normalize_with
-from ..methods import LDM_SAMPLERS
+from ..methods import CGS_STARTS, LDM_SAMPLERS
 from ..models.kspace_norm import KspaceNormalizer, NormStats
 from ..models.ldm import LatentDiffusion, load_ldm, unet_predict
-from ..ops import dc_project, dc_residual, ddim_step  # fused kldm ops (CPU and CUDA kernels)
+from ..ops import dc_project, dc_residual, ddim_step, fft2c  # fused kldm ops (CPU and CUDA)
 from ..physics.transforms import complex_to_channels
 from .schedulers import FusedDDPMScheduler
 
-__all__ = ["SAMPLERS", "KspaceLDMSampler", "SamplerOptions", "check_sampler"]
+__all__ = ["CGS_STARTS", "SAMPLERS", "KspaceLDMSampler", "SamplerOptions", "check_sampler"]
 
 SAMPLERS = LDM_SAMPLERS  # the one list: kspace_ldm/methods.py
 # Defaults of each sampler (chosen on the synthetic validation split, docs/results.md); the export
 # manifest carries them to the C++ sampler.
-CGS_DEFAULTS = {"steps": 5, "t0": 150, "guidance": 0.0, "eta": 0.0, "refit": True, "samples": 1}
+# cgs: from the cs-wavelet start, 2 DDIM steps from t0 50 (validation: 26.33 dB / 0.866 at 4x,
+# 19.97 / 0.619 at 8x vs cs-wavelet 25.37 / 0.841 and cs-tv 18.31 / 0.526; from the zero-filled
+# start the best was 5 steps from t0 150, 23.28 / 19.36): docs/results.md, "`cgs` from the
+# compressed-sensing start".
+CGS_DEFAULTS = {
+    "steps": 2,
+    "t0": 50,
+    "guidance": 0.0,
+    "eta": 0.0,
+    "refit": True,
+    "samples": 1,
+    "start": "cs-wavelet",
+}
 CGS_REF_DEFAULTS = {"t0": 100, "guidance": 100.0}
 
 
@@ -98,6 +112,10 @@ class SamplerOptions:
             for none. Python backend only.
         refine_lam / refine_mu / refine_iterations: its sparsity weight, prior weight and FISTA
             iterations (None = :data:`.cgs_refine.REFINE_DEFAULTS`).
+        start: ``cgs``: the estimate encoded first (:data:`CGS_STARTS`; None = the default,
+            ``"cs-wavelet"``: the L1-wavelet CS image at its defaults with the measured samples
+            put back; ``"zero-filled"``: the measured k-space). The per-coil-channel multi-coil
+            path always starts zero-filled.
     """
 
     sampler: str = "cgs"
@@ -112,11 +130,21 @@ class SamplerOptions:
     refine_lam: float | None = None
     refine_mu: float | None = None
     refine_iterations: int | None = None
+    start: str | None = None
 
     def __post_init__(self):
         check_sampler(self.sampler)
+        if self.start is not None and self.start not in CGS_STARTS:
+            raise InputError(
+                "sampler", f"unknown start {self.start!r} (available: {', '.join(CGS_STARTS)})"
+            )
         if self.samples < 1:
             raise InputError("sampler", f"samples must be >= 1, got {self.samples}")
+
+
+def resolve_start(options: SamplerOptions) -> str:
+    """``options.start`` or the default (:data:`CGS_DEFAULTS`)."""
+    return options.start if options.start is not None else CGS_DEFAULTS["start"]
 
 
 def _as_mask(mask: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -448,6 +476,21 @@ class KspaceLDMSampler:
             enc = self.ae.encode(x)
         return enc.z, enc.pad
 
+    def start_kspace(self, masked, mask, options: SamplerOptions) -> torch.Tensor | None:
+        """The k-space ``cgs`` encodes first on the single-coil path ``[B, 1, H, W]`` (None: the
+        zero-filled ``masked``): for ``start="cs-wavelet"`` the CS image of
+        :func:`.cgs_refine.cs_start` at the cs-wavelet defaults, to k-space, measured samples
+        put back. A C-coil first stage (the per-coil-channel path) starts zero-filled."""
+        if resolve_start(options) != "cs-wavelet" or masked.shape[1] != 1:
+            return None
+        from .cgs_refine import cs_start
+        from .cs import resolve_settings
+
+        cs = resolve_settings("cs-wavelet")
+        x = cs_start(masked, mask, cs["lam"], cs["iterations"])  # [B, 1, H, W]
+        k = fft2c(x).to(masked.dtype)
+        return dc_project(k, masked, _as_mask(mask, masked), 1.0)
+
     def sample(
         self,
         masked: torch.Tensor,
@@ -481,9 +524,10 @@ class KspaceLDMSampler:
             return out
         if name == "cgs-ref":
             return self.cgs_ref(masked, mask, options, generator)
-        out = self.cgs(masked, mask, options, generator)
+        start = self.start_kspace(masked, mask, options)
+        out = self.cgs(masked, mask, options, generator, start=start)
         for _ in range(options.samples - 1):
-            out = out + self.cgs(masked, mask, options, generator)
+            out = out + self.cgs(masked, mask, options, generator, start=start)
         # every sample equals the data on the measured samples, so their mean does too
         out = dc_project(out / options.samples, masked, _as_mask(mask, masked), 1.0)
         if options.refine:

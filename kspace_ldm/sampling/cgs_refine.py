@@ -45,6 +45,7 @@ __all__ = [
     "REFINE_DEFAULTS_MULTICOIL",
     "REFINE_METHODS",
     "cs_refine",
+    "cs_start",
     "haar_prox",
     "refine",
     "refine_objective",
@@ -142,6 +143,26 @@ def refine_objective(problem: _Problem, z, lam: float, mu: float, levels: int) -
     return data + lam * l1 + mu * prior
 
 
+def _scaled_problem(masked, mask, maps, x_c):
+    """``(problem, mask [B|1, 1, H|1, W] bool, scale [B, 1, 1], levels)``: the measurements and
+    the prior mean ``x_c`` (None for none) divided by the 99th percentile of the zero-filled
+    (coil-combined) magnitude, on the grid padded to a multiple of ``2**levels``."""
+    from .cgs import _as_mask
+
+    m = _as_mask(mask, masked)
+    mr = m.to(masked.real.dtype)
+    H, W = masked.shape[-2:]
+    levels = _levels(H, W)
+    padded = (_padded(H, 2**levels), _padded(W, 2**levels))
+    if maps is None:
+        zero_filled = ifft2c(masked * mr)[:, 0]  # [B, H, W]
+    else:
+        zero_filled = sense_adjoint(masked.contiguous(), maps, m)[:, 0]
+    s = _scale(zero_filled)[:, None, None]  # [B, 1, 1]
+    x_c = None if x_c is None else x_c / s
+    return _Problem(masked * mr / s[:, None], mr, x_c, padded, maps), m, s, levels
+
+
 def cs_refine(
     k_cgs: torch.Tensor,
     masked: torch.Tensor,
@@ -189,26 +210,26 @@ def cs_refine(
         raise InputError("--refine", f"cgs k-space {tuple(k_cgs.shape)} != {tuple(masked.shape)}")
     if lam < 0 or mu < 0 or iterations < 0:
         raise InputError("--refine", f"need lam, mu, iterations >= 0, got {lam} {mu} {iterations}")
-    from .cgs import _as_mask
-
-    m = _as_mask(mask, masked)
-    mr = m.to(masked.real.dtype)
-    H, W = masked.shape[-2:]
-    levels = _levels(H, W)
-    span = 2**levels
-    padded = (_padded(H, span), _padded(W, span))
     if maps is None:
-        zero_filled, x_c = ifft2c(masked * mr)[:, 0], ifft2c(k_cgs)[:, 0]  # [B, H, W]
-    else:  # coil-combined images S^H F^-1 k
-        zero_filled = sense_adjoint(masked.contiguous(), maps, m)[:, 0]
+        x_c = ifft2c(k_cgs)[:, 0]  # [B, H, W]
+    else:  # the coil-combined image S^H F^-1 k
         x_c = sense_adjoint(k_cgs.contiguous(), maps)[:, 0]
-    s = _scale(zero_filled)[:, None, None]  # [B, 1, 1]
-    problem = _Problem(masked * mr / s[:, None], mr, x_c / s, padded, maps)
-    step = 1.0 / (1.0 + mu)  # Lipschitz constant of the smooth part: ||A||^2 + mu <= 1 + mu
-    gen = torch.Generator().manual_seed(seed)
+    problem, m, s, levels = _scaled_problem(masked, mask, maps, x_c)
     if start not in ("cgs", "zero-filled"):
         raise InputError("--refine", f"unknown start {start!r} (cgs, zero-filled)")
-    x = problem._pad(problem.x_c) if start == "cgs" else problem.adjoint(problem.y)
+    x0 = problem._pad(problem.x_c) if start == "cgs" else problem.adjoint(problem.y)
+    x = _fista(problem, x0, lam, mu, iterations, levels, cycle_spin, seed, history)
+    image = (problem._crop(x) * s)[:, None].contiguous()  # [B, 1, H, W]
+    k = (fft2c(image) if maps is None else sense_forward(image, maps)).to(masked.dtype)
+    return dc_project(k, masked, m, 1.0) if dc else k
+
+
+def _fista(problem: _Problem, x, lam, mu, iterations, levels, cycle_spin, seed, history):
+    """FISTA on :func:`refine_objective` from ``x [B, Hp, Wp]`` (scaled units), step
+    ``1 / (1 + mu)`` (the Lipschitz constant of the smooth part: ``||A||^2 + mu <= 1 + mu``)."""
+    span = 2**levels
+    step = 1.0 / (1.0 + mu)
+    gen = torch.Generator().manual_seed(seed)
     v, t = x, 1.0
     for _ in range(iterations):
         g = v - step * problem.smooth_grad(v, mu)
@@ -223,9 +244,49 @@ def cs_refine(
         x, t = x_new, t_new
         if history is not None:
             history.append(refine_objective(problem, x, lam, mu, levels))
-    image = (problem._crop(x) * s)[:, None].contiguous()  # [B, 1, H, W]
-    k = (fft2c(image) if maps is None else sense_forward(image, maps)).to(masked.dtype)
-    return dc_project(k, masked, m, 1.0) if dc else k
+    return x
+
+
+def cs_start_settings() -> dict:
+    """``{"lam", "lam_multicoil", "iterations"}`` of the CS start: the cs-wavelet defaults
+    (:data:`.cs.CS_DEFAULTS`, :data:`.cs.CS_DEFAULTS_MULTICOIL`), as the export manifest records
+    them for the C++ sampler."""
+    from .cs import resolve_settings
+
+    single, multi = resolve_settings("cs-wavelet"), resolve_settings("cs-wavelet", coils=2)
+    return {"lam": single["lam"], "lam_multicoil": multi["lam"], "iterations": single["iterations"]}
+
+
+def cs_start(
+    masked: torch.Tensor,
+    mask: torch.Tensor,
+    lam: float,
+    iterations: int,
+    maps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The ``cs-wavelet`` image that ``cgs`` starts from (``SamplerOptions.start``).
+
+    The L1-wavelet baseline's problem and iterates (FISTA from the zero-filled image, haar,
+    random cycle spinning seeded 0, the 99th-percentile scaling): :func:`cs_refine` with
+    ``mu = 0``, written with the strided haar of this module so that the C++ sampler
+    (csrc/sampler/cs_start.cpp) computes the same image without ptwt.
+
+    Args:
+        masked: complex ``[B, C, H, W]`` measured k-space (zero where not sampled).
+        mask: bool, broadcastable to it.
+        maps: ``[B|1, C, H, W]`` SENSE maps for ``C > 1`` (the coil-combined image), or None.
+
+    Returns:
+        complex ``[B, 1, H, W]`` image on the k-space grid (no data consistency applied).
+    """
+    if maps is None and masked.shape[1] != 1:
+        raise InputError("--start", f"{masked.shape[1]}-coil k-space needs SENSE maps")
+    if maps is not None:
+        maps = maps.to(masked.device, masked.dtype)
+    problem, _, s, levels = _scaled_problem(masked, mask, maps, None)
+    x0 = problem.adjoint(problem.y)
+    x = _fista(problem, x0, lam, 0.0, iterations, levels, True, 0, None)
+    return (problem._crop(x) * s)[:, None].contiguous()
 
 
 def resolve_refine(options, coils: int = 1) -> dict:

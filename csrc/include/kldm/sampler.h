@@ -44,13 +44,17 @@ class Error : public std::runtime_error {
 // CGS_REF_DEFAULTS).
 struct SamplerOptions {
   std::string sampler = "cgs";     // "cgs" | "cgs-ref" (checked by Sampler::reconstruct)
-  std::optional<int64_t> steps;    // cgs DDIM steps (default from the manifest: 5)
-  std::optional<int64_t> t0;       // SDEdit start timestep (cgs 150, cgs-ref 100)
+  std::optional<int64_t> steps;    // cgs DDIM steps (default from the manifest: 2)
+  std::optional<int64_t> t0;       // SDEdit start timestep (cgs 50, cgs-ref 100)
   std::optional<double> guidance;  // cgs: scale-free step (0); cgs-ref: lambda (100)
   double eta = 0.0;                // cgs DDIM stochasticity
   bool refit = true;               // cgs: fit the normalisation statistics to the measured samples
   int64_t samples = 1;             // cgs: average this many samples (posterior-mean estimate)
   uint64_t seed = 0;               // seeds the CPU generator of every random draw
+  // cgs: what is encoded first: "cs-wavelet" (the L1-wavelet CS image, measured samples put back),
+  // "zero-filled" (the measured k-space), "" = the manifest's default (exports made before the
+  // default was recorded: zero-filled). The per-coil-channel multi-coil path starts zero-filled.
+  std::string start;
   // Multi-coil k-space (C > 1): "espirit" runs a single-coil export coil-agnostically (cgs on the
   // ESPIRiT-combined k-space with SENSE data consistency against every coil; the result is coil
   // k-space equal to the data on every measured sample), "channels" feeds the coils to a C-coil
