@@ -48,6 +48,16 @@ def _multicoil(seed=0, coils=4, h=32, w=20):
     return coil_cgs, coil_k * mask, mask, maps
 
 
+def _sampler_data():
+    """(measured k-space ``[2, 1, 16, 20]``, mask ``[20]``) for the tiny sampler's tests."""
+    g = torch.Generator().manual_seed(3)
+    k = torch.randn(2, 1, 16, 20, generator=g, dtype=torch.complex64)
+    mask = torch.zeros(20, dtype=torch.bool)
+    mask[::3] = True
+    mask[8:12] = True
+    return k * mask, mask
+
+
 def test_haar_prox_matches_ptwt_haar():
     """The strided haar prox equals the cs-wavelet baseline's (ptwt, QR boundary filters):
     the two transforms differ only in band signs/order, which soft-thresholding does not see.
@@ -104,12 +114,7 @@ def test_sampler_refine_option_exact_on_measured_samples(gen):
     from kspace_ldm.sampling.cgs import SamplerOptions
 
     sampler = tiny_sampler()
-    g = torch.Generator().manual_seed(3)
-    k = torch.randn(2, 1, 16, 20, generator=g, dtype=torch.complex64)
-    mask = torch.zeros(20, dtype=torch.bool)
-    mask[::3] = True
-    mask[8:12] = True
-    masked = k * mask
+    masked, mask = _sampler_data()
     plain = sampler.sample(masked, mask, SamplerOptions(steps=2, t0=50), gen)
     opts = SamplerOptions(steps=2, t0=50, refine="cs-wavelet", refine_iterations=10)
     hybrid = sampler.sample(masked, mask, opts, torch.Generator().manual_seed(0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_cgs_refine import _multicoil, _problem
+from test_cgs_refine import _multicoil, _problem, _sampler_data
 
 from kspace_ldm.errors import InputError
 from kspace_ldm.ops import fft2c
@@ -57,12 +57,7 @@ def test_sampler_start_kspace_and_its_effect(gen):
     from tiny_models import tiny_sampler
 
     sampler = tiny_sampler()
-    g = torch.Generator().manual_seed(3)
-    k = torch.randn(2, 1, 16, 20, generator=g, dtype=torch.complex64)
-    mask = torch.zeros(20, dtype=torch.bool)
-    mask[::3] = True
-    mask[8:12] = True
-    masked = k * mask
+    masked, mask = _sampler_data()
     start = sampler.start_kspace(masked, mask, SamplerOptions())
     assert start.shape == masked.shape and torch.equal(start[..., mask], masked[..., mask])
     x = cr.cs_start(masked, mask, 0.001, 200)
