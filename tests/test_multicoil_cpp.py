@@ -145,12 +145,21 @@ def test_recon_cpp_matches_python_and_kldm_recon(single, tmp_path):
     py = read_reconstruction(tmp_path / "py" / src.name)
     assert cli.shape == (3, 16, 16) and np.isfinite(cli).all()
     assert np.linalg.norm(cli - py) / np.linalg.norm(py) < PARITY_RTOL
+    # The executable and the CLI run the same C++ sampler in two processes, here compared on the
+    # zero-filled start: with the CS start (200 FISTA iterations with soft thresholding) the
+    # thread-count-dependent float32 rounding of the two processes is amplified by the untrained
+    # tiny networks (measured in CI, 2 threads: 1.1e-2 relative on single pixels), which says
+    # nothing about the plumbing this checks. The CS start's C++/Python parity is the check above.
+    zf = ["--start", "zero-filled"]
+    run("recon", src.parent, "--out", tmp_path / "cpp_zf", "--model", single[1], "--sampler", "cgs",
+        "--backend", "cpp", "--coil-combine", "espirit", *common, *zf)  # fmt: skip
+    cli_zf = read_reconstruction(tmp_path / "cpp_zf" / src.name)
     out = tmp_path / "exe" / "mc.h5"
     exe, attrs = run_recon_tool(
-        src, out, "--model", single[1], "--steps", 2, "--t0", 50, "--batch-size", 2
+        src, out, "--model", single[1], "--steps", 2, "--t0", 50, "--batch-size", 2, *zf
     )
     assert attrs["coil_combine"] == "auto"
-    np.testing.assert_allclose(exe, cli, rtol=0, atol=1e-6 * np.abs(cli).max())
+    np.testing.assert_allclose(exe, cli_zf, rtol=0, atol=1e-6 * np.abs(cli_zf).max())
 
 
 def test_recon_bad_input_exit_2(single, tmp_path):
@@ -192,7 +201,10 @@ def test_recon_bad_input_exit_2(single, tmp_path):
     with h5py.File(p, "w") as f:
         f["maps"] = maps
     for args, name in (([], "a.h5"), (["--maps", p], "b.h5")):
-        rc, err = exe(good, tmp_path / name, "--model", single[1], "--steps", 1, *args)
+        # zero-filled start: the CS start amplifies the maps' float32 round trip through the
+        # untrained networks (1.7e-4 in CI), which is not what this compares
+        rc, err = exe(good, tmp_path / name, "--model", single[1], "--steps", 1,
+                      "--start", "zero-filled", *args)  # fmt: skip
         assert rc == 0, err
     a, b = (read_reconstruction(tmp_path / n) for n in ("a.h5", "b.h5"))
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < PARITY_RTOL
