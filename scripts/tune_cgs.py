@@ -16,11 +16,14 @@ Variants (comma list; each prints one line per acceleration):
   ae                     first-stage ceiling: round trip of the FULLY sampled k-space (oracle stats)
   ae-dc                  the same round trip, then hard DC with the undersampled data
   cgs:S:T0:N             cgs with S DDIM steps from t0 T0, posterior mean of N batched samples
+  cgs:S:T0:N:RES         the same keeping the fraction RES of the first stage's error on the start
+                         (KspaceLDMSampler.cgs residual; multi-coil default SENSE_DEFAULTS)
   cgsr:S:T0:N:LAM:MU:IT  the same followed by the CS-regularised refinement
                          (kspace_ldm.sampling.cgs_refine) with weights LAM, MU and IT iterations
   cgsrn:...              the same without the final hard data consistency
   cgsrz:...              the same (with it) started from the zero-filled image, as cs-wavelet
 (the timing of a refinement variant excludes the cgs run when an earlier variant made it)
+--map-crop C: ESPIRiT maps with eigenvalue crop C instead of kldm recon's (multi-coil files)
 --start cs-wavelet|zero-filled: what every cgs variant starts from (SamplerOptions.start; default
 the sampler's default, cs-wavelet; the tables before 2026-12-03 ran from the zero-filled start)
 """
@@ -41,6 +44,7 @@ from kspace_ldm.recon import ReconOptions, batch_seed, coil_maps, undersample_sl
 from kspace_ldm.sampling.cgs import CGS_STARTS, KspaceLDMSampler, SamplerOptions
 from kspace_ldm.sampling.cgs_refine import cs_refine
 from kspace_ldm.sampling.cs import CSOptions, cs_reconstruct
+from kspace_ldm.sampling.sense_dc import coil_agnostic_sample
 
 CF = {4: 0.08, 8: 0.04}
 # cgs k-space per (volume, acceleration, steps, t0, samples): refinements share it. (Before
@@ -48,7 +52,7 @@ CF = {4: 0.08, 8: 0.04}
 _CACHE: dict = {}
 
 
-def load_volumes(data, accel, slices):
+def load_volumes(data, accel, slices, map_crop=None):
     vols = []
     for path in list_h5_files(data):
         f = FastMRIFile(path)
@@ -65,12 +69,21 @@ def load_volumes(data, accel, slices):
                 name=path.name,
                 masked=masked,
                 full=full,
-                maps=coil_maps(masked, path) if masked.shape[1] > 1 else None,
+                maps=_maps(masked, path, map_crop) if masked.shape[1] > 1 else None,
                 mask=torch.as_tensor(used),
                 target=target,
             )
         )
     return vols
+
+
+def _maps(masked, path, crop):
+    """``kldm recon``'s ESPIRiT maps, or with the eigenvalue crop ``crop`` (``--map-crop``)."""
+    if crop is None:
+        return coil_maps(masked, path)
+    from kspace_ldm.physics.espirit import espirit_maps
+
+    return espirit_maps(masked, crop=crop)
 
 
 def score(vols, images):
@@ -103,17 +116,28 @@ def run_variant(name, vols, sampler, accel, start=None):
                 mm = m.reshape(1, 1, 1, -1).bool()
                 k = dc_project(k, y, mm, 1.0)
         elif kind in ("cgs", "cgsr", "cgsrn", "cgsrz"):
-            key = (v["name"], accel, start, *parts[1:4])  # per acceleration: the data differ
+            # per acceleration (the data differ) and residual
+            key = (v["name"], accel, start, *parts[1:4], *parts[4:5] * (kind == "cgs"))
             if key not in _CACHE:
                 steps, t0, n = (int(p) for p in parts[1:4])
                 gen = torch.Generator().manual_seed(batch_seed(0, v["name"], 0))
                 opts = SamplerOptions(steps=steps, t0=t0, samples=n, start=start)
-                _CACHE[key] = sampler.sample(y, m, opts, gen, maps=maps)
+                if kind == "cgs" and len(parts) > 4:  # cgs:S:T0:N:RES, the kept first-stage error
+                    res = float(parts[4])
+                    if maps is not None:
+                        _CACHE[key] = coil_agnostic_sample(
+                            sampler, y, m, maps, opts, gen, residual=res
+                        )
+                    else:
+                        k0 = sampler.start_kspace(y, m, opts)
+                        _CACHE[key] = sampler.cgs(y, m, opts, gen, start=k0, residual=res)
+                else:
+                    _CACHE[key] = sampler.sample(y, m, opts, gen, maps=maps)
             k = _CACHE[key]
             if kind != "cgs":
                 lam, mu, it = float(parts[4]), float(parts[5]), int(parts[6])
-                start = "zero-filled" if kind == "cgsrz" else "cgs"
-                k = cs_refine(k, y, m, lam, mu, it, dc=kind != "cgsrn", start=start, maps=maps)
+                rstart = "zero-filled" if kind == "cgsrz" else "cgs"
+                k = cs_refine(k, y, m, lam, mu, it, dc=kind != "cgsrn", start=rstart, maps=maps)
         else:
             raise SystemExit(f"unknown variant {name}")
         out.append(kspace_to_image(k, crop=crop, coil_dim=1).numpy())
@@ -129,11 +153,12 @@ def main():
     ap.add_argument("--slices", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--start", choices=CGS_STARTS, default=None)
+    ap.add_argument("--map-crop", type=float, default=None)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     sampler = KspaceLDMSampler.from_run(a.model)
     for accel in (int(x) for x in a.accel.split(",")):
-        vols = load_volumes(a.data, accel, a.slices)
+        vols = load_volumes(a.data, accel, a.slices, a.map_crop)
         n_slices = sum(v["masked"].shape[0] for v in vols)
         for name in a.variants.split(","):
             t, c = time.perf_counter(), time.process_time()

@@ -27,13 +27,17 @@ def test_bart_ecalib_agrees_with_espirit_maps(one_thread):
     mask[::4] = True
     mask[28:36] = True  # 8 ACS columns
     y = k * mask
-    ours = espirit_maps(y)[0]
-    theirs = torch.from_numpy(bart_ecalib(y[0].numpy())[0])
-    assert theirs.shape == ours.shape
-    support = (ours.abs().square().sum(0) > 0.5) & (theirs.abs().square().sum(0) > 0.5)
-    inner = (ours.conj() * theirs).sum(0).abs()[support]  # 1 = same map up to a phase
-    # measured: mean 0.99938, min 0.9953 (this slice); a 96x96 validation slice: mean 0.99996
-    assert float(inner.mean()) > 0.999 and float(inner.min()) > 0.99
+    # BART's crop 0.8: tight; the project's 0.6 (the default) also keeps lower-eigenvalue pixels
+    # at the support edge, where the top eigenvector is less determined
+    # measured at 0.8: mean 0.99938, min 0.9953 (this slice; a 96x96 validation slice: mean
+    # 0.99996); at 0.6: mean 0.99902, min 0.9847
+    for crop, mean_min, worst_min in ((0.8, 0.999, 0.99), (None, 0.998, 0.975)):
+        ours = espirit_maps(y, **({} if crop is None else {"crop": crop}))[0]
+        theirs = torch.from_numpy(bart_ecalib(y[0].numpy(), crop=crop)[0])
+        assert theirs.shape == ours.shape
+        support = (ours.abs().square().sum(0) > 0.5) & (theirs.abs().square().sum(0) > 0.5)
+        inner = (ours.conj() * theirs).sum(0).abs()[support]  # 1 = same map up to a phase
+        assert float(inner.mean()) > mean_min and float(inner.min()) > worst_min, (crop, inner)
 
 
 def test_bart_pics_baseline_script(tmp_path):

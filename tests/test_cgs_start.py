@@ -10,7 +10,7 @@ from kspace_ldm.errors import InputError
 from kspace_ldm.ops import fft2c
 from kspace_ldm.sampling import cgs_refine as cr
 from kspace_ldm.sampling.cgs import CGS_DEFAULTS, CGS_STARTS, SamplerOptions, resolve_start
-from kspace_ldm.sampling.cs import CSOptions, cs_reconstruct
+from kspace_ldm.sampling.cs import CS_DEFAULTS_MULTICOIL, CSOptions, cs_reconstruct
 
 
 def test_cs_start_is_the_cs_wavelet_baseline():
@@ -48,7 +48,7 @@ def test_defaults_and_option_check():
     with pytest.raises(InputError, match="unknown start 'cs-tv'"):
         SamplerOptions(start="cs-tv")
     settings = cr.cs_start_settings()  # what the export manifest records for the C++ sampler
-    assert settings == {"lam": 0.001, "lam_multicoil": 0.01, "iterations": 200}
+    assert settings == {"lam": 0.001, "lam_multicoil": 0.005, "iterations": 200}
 
 
 def test_sampler_start_kspace_and_its_effect(gen):
@@ -91,7 +91,7 @@ def test_coil_agnostic_path_uses_the_multicoil_cs_start(gen, monkeypatch):
 
     monkeypatch.setattr(cr, "cs_start", spy)
     a = sampler.sample(masked, mask, SamplerOptions(steps=2, t0=50), gen, maps=maps)
-    assert calls == [(0.01, 200, True)]
+    assert calls == [(CS_DEFAULTS_MULTICOIL["cs-wavelet"]["lam"], 200, True)]
     b = sampler.sample(
         masked, mask, SamplerOptions(steps=2, t0=50, start="zero-filled"), gen, maps=maps
     )

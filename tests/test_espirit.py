@@ -12,7 +12,7 @@ import torch
 from kspace_ldm.bench.bart import read_cfl, write_cfl
 from kspace_ldm.errors import InputError
 from kspace_ldm.physics.coils import estimate_sensitivities
-from kspace_ldm.physics.espirit import calibration_region, espirit_maps
+from kspace_ldm.physics.espirit import ESPIRIT_DEFAULTS, calibration_region, espirit_maps
 from kspace_ldm.physics.fft import fft2c, ifft2c
 
 
@@ -101,7 +101,15 @@ def test_agrees_with_bart_ecalib(tmp_path, coils, one_thread):
     # BART dims [x y z coils] = [H, W, 1, C]; its centred FFT matches fft2c for even sizes.
     write_cfl(tmp_path / "k", ku.permute(1, 2, 0).numpy()[:, :, None, :])
     subprocess.run(
-        ["bart", "ecalib", "-m1", *(str(tmp_path / n) for n in ("k", "s", "e"))],
+        # BART's crop default is 0.8, ours 0.6 (kspace_ldm/physics/espirit.py): the same for both
+        [
+            "bart",
+            "ecalib",
+            "-m1",
+            "-c",
+            str(ESPIRIT_DEFAULTS["crop"]),
+            *(str(tmp_path / n) for n in "kse"),
+        ],
         check=True,
         capture_output=True,
     )

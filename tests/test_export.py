@@ -102,7 +102,7 @@ def test_manifest_records_shapes_hashes_and_sampler_config(single):
     assert m["sampler_defaults"]["cgs"] == CGS_DEFAULTS  # incl. start: cs-wavelet
     assert m["sampler_defaults"]["cs_start"] == {
         "lam": 0.001,
-        "lam_multicoil": 0.01,
+        "lam_multicoil": 0.005,
         "iterations": 200,
     }
     assert len(m["scheduler"]["alphas_cumprod"]) == 1000

@@ -85,6 +85,35 @@ def test_cpp_matches_python(single, options, one_thread):
     assert rel(given, got) < PARITY_RTOL
 
 
+def test_exports_without_a_recorded_residual_keep_none(single, tmp_path, one_thread):
+    """An export made before the manifest recorded ``sense.residual`` (the kept first-stage
+    error) runs without it, so it reproduces what it gave before; the current one keeps it."""
+    import json
+    import shutil
+
+    from kspace_ldm.sampling.sense_dc import coil_agnostic_sample
+
+    s, out = single
+    y, m = _kspace(4, slices=1), _mask()
+    maps = espirit_maps(y)
+    options = SamplerOptions(steps=2, t0=50, seed=5)
+
+    def python(residual):
+        gen = torch.Generator().manual_seed(5)
+        return coil_agnostic_sample(s, y, m, maps, options, gen, residual=residual)
+
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["sampler_defaults"]["sense"]["residual"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    got_old = CppSampler(old).sample(y, m, options, maps=maps)
+    got_new = CppSampler(out).sample(y, m, options, maps=maps)
+    assert rel(got_old, python(0.0)) < PARITY_RTOL, rel(got_old, python(0.0))
+    assert rel(got_new, python(SENSE_DEFAULTS["residual"])) < PARITY_RTOL
+    assert rel(got_new, got_old) > 1e-3
+
+
 def test_bad_input_is_one_line(single):
     cpp = CppSampler(single[1])
     y, m = _kspace(4, slices=1), _mask()

@@ -49,7 +49,7 @@ PYBIND11_MODULE(_C, m) {
         return kldm::espirit_maps(kspace, o);
       },
       py::arg("kspace"), py::arg("kernel") = 6, py::arg("calib_size") = 24,
-      py::arg("threshold") = 0.001, py::arg("crop") = 0.8, py::arg("phase_ref") = -1,
+      py::arg("threshold") = 0.001, py::arg("crop") = 0.6, py::arg("phase_ref") = -1,
       "kldm::espirit_maps: (maps [B, C, H, W], eigenvalues [B, 1, H, W]); phase_ref -1 pca, -2 "
       "none, c a coil. Raises SamplerError.");
   m.def(

@@ -41,7 +41,13 @@ at::Tensor Sampler::Impl::cgs(const at::Tensor& y, const at::Tensor& m, const Sa
   const bool start = hooks != nullptr && hooks->start.defined();
   auto z = encode(norm.normalize_with(start ? hooks->start : y, stats), nullptr);
   auto x0 = s * z;
-  std::tie(x0, stats) = consistency(x0, y, m, stats, o.refit, anchor, hooks);
+  at::Tensor k, bias;
+  std::tie(k, stats) = decoded(x0, y, m, stats, o.refit, anchor);
+  if (hooks != nullptr && hooks->residual > 0) {  // the first stage's error on the start
+    bias = hooks->residual * ((start ? hooks->start : y) - k);
+    k = k + bias;
+  }
+  x0 = consistent_latent(k, y, m, stats, hooks);
   // torch.linspace(t0, 0, steps + 1).round().long().unique_consecutive()
   auto lin = at::linspace(static_cast<double>(t0), 0.0, steps + 1).round().to(at::kLong);
   std::vector<int64_t> ts;
@@ -60,10 +66,11 @@ at::Tensor Sampler::Impl::cgs(const at::Tensor& y, const at::Tensor& m, const Sa
       x0 = x0 - guidance * grad;
     }
     if (i + 1 == ts.size()) break;  // the last estimate goes to the final consistency
-    x0 = consistency(x0, y, m, stats, false, anchor, hooks).first;
+    x0 = consistency(x0, y, m, stats, false, anchor, hooks, bias).first;
     zt = ddim_update(x0, eps, ac[t], ac[ts[i + 1]], o.eta, gen);
   }
-  auto k = norm.denormalize(decode(x0 / s), stats).to(y.scalar_type());
+  k = decoded(x0, y, m, stats, false, anchor).first;
+  if (bias.defined()) k = k + bias;
   if (hooks != nullptr && hooks->final) return hooks->final(k);
   return kldm::dc_project(k, y, m, 1.0);
 }

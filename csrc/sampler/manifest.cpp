@@ -146,6 +146,8 @@ void Sampler::Impl::parse_manifest(const json::Value& doc, const fs::path& root)
     sense_final_iters = se.integer("final_iters");
     sense_start_lam = se.number("start_lam");
     sense_start_iters = se.integer("start_iters");
+    // exports made before the kept first-stage error was recorded ran without it
+    if (se.has("residual")) sense_residual = se.number("residual");
   }
   if (m.sub("sampler_defaults").has("espirit")) {
     const auto es = m.sub("sampler_defaults").sub("espirit");

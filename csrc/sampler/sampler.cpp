@@ -11,6 +11,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <c10/core/GradMode.h>
 
+#include <tuple>
+
 #include "kldm/ops.h"
 #include "normalizer.h"
 #include "sampler_impl.h"
@@ -79,20 +81,32 @@ void Sampler::Impl::check(const at::Tensor& y) const {
   if (!at::isfinite(y).all().item<bool>()) throw Error("k-space contains NaN or Inf");
 }
 
-// _consistency: decode the clean estimate, (re)fit the statistics, replace the measured
-// samples, re-encode.
-std::pair<at::Tensor, NormStats> Sampler::Impl::consistency(const at::Tensor& x0,
-                                                            const at::Tensor& y,
-                                                            const at::Tensor& m, NormStats stats,
-                                                            bool refit, const NormStats& anchor,
-                                                            const CgsHooks* hooks) const {
-  const double s = scale_factor;
-  auto x = decode(x0 / s);
+// _decoded: decode the clean estimate, (re)fit the statistics.
+std::pair<at::Tensor, NormStats> Sampler::Impl::decoded(const at::Tensor& x0, const at::Tensor& y,
+                                                        const at::Tensor& m, NormStats stats,
+                                                        bool refit, const NormStats& anchor) const {
+  auto x = decode(x0 / scale_factor);
   if (refit) stats = detail::refit_stats(norm, x, y, m, anchor);
-  auto k = norm.denormalize(x, stats).to(y.scalar_type());
-  k = hooks != nullptr && hooks->project ? hooks->project(k) : kldm::dc_project(k, y, m, 1.0);
-  auto z = encode(norm.normalize_with(k, stats), nullptr);
-  return {s * z, stats};
+  return {norm.denormalize(x, stats).to(y.scalar_type()), stats};
+}
+
+// _consistent_latent: replace the measured samples (or the hook's projection), re-encode.
+at::Tensor Sampler::Impl::consistent_latent(const at::Tensor& k_in, const at::Tensor& y,
+                                            const at::Tensor& m, const NormStats& stats,
+                                            const CgsHooks* hooks) const {
+  auto k =
+      hooks != nullptr && hooks->project ? hooks->project(k_in) : kldm::dc_project(k_in, y, m, 1.0);
+  return scale_factor * encode(norm.normalize_with(k, stats), nullptr);
+}
+
+// _consistency: decode, (re)fit, + bias, make consistent, re-encode.
+std::pair<at::Tensor, NormStats> Sampler::Impl::consistency(
+    const at::Tensor& x0, const at::Tensor& y, const at::Tensor& m, NormStats stats, bool refit,
+    const NormStats& anchor, const CgsHooks* hooks, const at::Tensor& bias) const {
+  at::Tensor k;
+  std::tie(k, stats) = decoded(x0, y, m, stats, refit, anchor);
+  if (bias.defined()) k = k + bias;
+  return {consistent_latent(k, y, m, stats, hooks), stats};
 }
 
 // d loss / d latent for loss = sum |M (denorm(decode(u)) - y)|^2 / energy (energy 1: raw units).

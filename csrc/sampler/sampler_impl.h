@@ -52,6 +52,8 @@ struct CgsHooks {
   std::function<at::Tensor(const at::Tensor&)> project;  // replaces dc_project inside the loop
   std::function<at::Tensor(const at::Tensor&)> final;    // replaces the final dc_project
   at::Tensor start;                                      // encoded first instead of y
+  // cgs(residual=): keep this fraction of the first stage's error on the start (0: none)
+  double residual = 0.0;
 };
 
 struct Sampler::Impl {
@@ -77,8 +79,9 @@ struct Sampler::Impl {
   // sampler_defaults.sense when it has them) and the ESPIRiT settings (sampler_defaults.espirit).
   double sense_lam = 0.5, sense_final_lam = 0.1, sense_start_lam = 0.5;
   int64_t sense_iters = 8, sense_final_iters = 5, sense_start_iters = 10;
+  double sense_residual = 0.0;  // exports without sense.residual kept none
   int64_t espirit_kernel = 6, espirit_calib = 24;
-  double espirit_threshold = 0.001, espirit_crop = 0.8;
+  double espirit_threshold = 0.001, espirit_crop = 0.8;  // exports without "espirit"
   // One network call captured as a CUDA graph: static input and output buffers, replayed with
   // new inputs copied in. `eager_calls` counts the calls before capture (the first runs eagerly:
   // it loads the package's kernels and creates library handles, which cannot happen in capture).
@@ -141,12 +144,23 @@ struct Sampler::Impl {
 
   void check(const at::Tensor& y) const;
 
-  // _consistency: decode the clean estimate, (re)fit the statistics, replace the measured
-  // samples, re-encode.
+  // _decoded: decode the clean estimate to k-space of y's dtype, first (re)fitting the
+  // statistics if `refit`.
+  std::pair<at::Tensor, NormStats> decoded(const at::Tensor& x0, const at::Tensor& y,
+                                           const at::Tensor& m, NormStats stats, bool refit,
+                                           const NormStats& anchor) const;
+
+  // _consistent_latent: replace the measured samples of k (or hooks->project), re-encode.
+  at::Tensor consistent_latent(const at::Tensor& k, const at::Tensor& y, const at::Tensor& m,
+                               const NormStats& stats, const CgsHooks* hooks) const;
+
+  // _consistency: decoded, + bias (the kept first-stage error; undefined: none),
+  // consistent_latent.
   std::pair<at::Tensor, NormStats> consistency(const at::Tensor& x0, const at::Tensor& y,
                                                const at::Tensor& m, NormStats stats, bool refit,
                                                const NormStats& anchor,
-                                               const CgsHooks* hooks = nullptr) const;
+                                               const CgsHooks* hooks = nullptr,
+                                               const at::Tensor& bias = at::Tensor()) const;
 
   // d loss / d latent for loss = sum |M (denorm(decode(u)) - y)|^2 / energy (energy 1: raw units).
   at::Tensor residual_grad(const at::Tensor& u, const at::Tensor& y, const at::Tensor& m,

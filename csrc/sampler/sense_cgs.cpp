@@ -6,6 +6,7 @@
 //   start    CG-SENSE from 0 (start_lam, start_iters); its combined k-space seeds the encoder and,
 //            on the measured columns, plays the single-coil measurement of cgs;
 //   project  inside cgs: `iters` CG steps on (A^H A + lam I) x = A^H y + lam x_p from x_p;
+//   residual cgs keeps this fraction of the first stage's error on the start (sense.residual);
 //   final    a prior-regularised solve (final_lam, final_iters), then per-coil replacement of the
 //            measured samples (kldm::dc_project): the output equals the data there bit for bit.
 // ESPIRiT maps (espirit.cpp) unless the caller passes its own.
@@ -110,6 +111,7 @@ at::Tensor Sampler::Impl::sense_cgs(const at::Tensor& y, const at::Tensor& m,
     k_start = kldm::fft2c(detail::cs_start_image(y, m, cs_lam_multicoil, cs_iterations, dc.maps));
   CgsHooks hooks;
   hooks.start = k_start;
+  hooks.residual = sense_residual;
   hooks.project = [&](const at::Tensor& k) {
     return kldm::fft2c(dc.solve(kldm::ifft2c(k.contiguous()), sense_iters, sense_lam));
   };

@@ -89,8 +89,12 @@ def bart_pics(
     return image, seconds
 
 
-def bart_ecalib(kspace: np.ndarray, kernel: int | None = None) -> tuple[np.ndarray, float]:
-    """``bart ecalib -m1`` (one set of ESPIRiT maps, BART's defaults otherwise) on one slice.
+def bart_ecalib(
+    kspace: np.ndarray, kernel: int | None = None, crop: float | None = None
+) -> tuple[np.ndarray, float]:
+    """``bart ecalib -m1 -c crop`` (one set of ESPIRiT maps, BART's defaults otherwise) on one
+    slice; ``crop`` defaults to the project's (``ESPIRIT_DEFAULTS``, 0.6; BART's own is 0.8), so
+    both compute the same maps.
 
     Args:
         kspace: ``[C, H, W]`` complex masked k-space with a fully sampled centre block.
@@ -105,7 +109,10 @@ def bart_ecalib(kspace: np.ndarray, kernel: int | None = None) -> tuple[np.ndarr
     C, H, W = k.shape
     with tempfile.TemporaryDirectory(prefix="kldm_bart_") as tmp:
         write_cfl(f"{tmp}/k", np.transpose(k, (1, 2, 0))[:, :, None, :])
-        cmd = ["bart", "ecalib", "-m1"]
+        from ..physics.espirit import ESPIRIT_DEFAULTS
+
+        crop = ESPIRIT_DEFAULTS["crop"] if crop is None else crop
+        cmd = ["bart", "ecalib", "-m1", "-c", str(float(crop))]
         if kernel is not None:
             cmd += ["-k", str(int(kernel))]
         cmd += [f"{tmp}/k", f"{tmp}/s"]

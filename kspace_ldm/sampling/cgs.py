@@ -306,18 +306,28 @@ class KspaceLDMSampler:
             shift = mu_y - scale * mu_u
         return NormStats(shift, scale)
 
-    def _consistency(self, x0, y, mask, stats, pad, refit, anchor, project=None):
-        """Decode the clean latent estimate, fit the statistics (bounded around ``anchor``),
-        replace the measured samples (or apply ``project``, e.g. the SENSE projection of
-        :mod:`.sense_dc`), re-encode. Returns ``(x0', stats')`` (scaled latents)."""
-        s = self.ldm.scale_factor
-        x = self.decode(x0 / s, pad)
+    def _decoded(self, x0, y, mask, stats, pad, refit, anchor):
+        """Decode the clean latent estimate to k-space (``y``'s dtype), first fitting the
+        statistics (bounded around ``anchor``) if ``refit``. Returns ``(k, stats')``."""
+        x = self.decode(x0 / self.ldm.scale_factor, pad)
         if refit:
             stats = self.refit_stats(x, y, mask, anchor)
-        k = self.norm.denormalize(x, stats).to(y.dtype)
+        return self.norm.denormalize(x, stats).to(y.dtype), stats
+
+    def _consistent_latent(self, k, y, mask, stats, project=None):
+        """Replace the measured samples of ``k`` (or apply ``project``, e.g. the SENSE projection
+        of :mod:`.sense_dc`) and re-encode: the scaled latent."""
         k = dc_project(k, y, mask, 1.0) if project is None else project(k)
         z, _ = self.encode(normalize_with(self.norm, k, stats))
-        return s * z, stats
+        return self.ldm.scale_factor * z
+
+    def _consistency(self, x0, y, mask, stats, pad, refit, anchor, project=None, bias=None):
+        """Decode, refit, add ``bias`` (the kept first-stage error of :meth:`cgs`'s
+        ``residual``), make consistent, re-encode. Returns ``(x0', stats')``."""
+        k, stats = self._decoded(x0, y, mask, stats, pad, refit, anchor)
+        if bias is not None:
+            k = k + bias
+        return self._consistent_latent(k, y, mask, stats, project), stats
 
     def _guide(self, x0, y, mask, stats, pad, scale):
         """One gradient step on ``||M(k(x0)) - y||^2 / ||M y||^2`` w.r.t. ``x0`` (scale free)."""
@@ -368,6 +378,7 @@ class KspaceLDMSampler:
         project=None,
         final=None,
         start: torch.Tensor | None = None,
+        residual: float = 0.0,
     ) -> torch.Tensor:
         """The corrected consistency-guided sampler (module docstring).
 
@@ -378,6 +389,12 @@ class KspaceLDMSampler:
             project / final / start: replace the sample replacement inside the loop, the final
                 hard consistency and the encoded start (default ``masked``); the coil-agnostic
                 multi-coil path (:mod:`.sense_dc`) passes its SENSE versions.
+            residual: keep this fraction of the first stage's own error on the start, ``bias =
+                residual * (start - D(E(start)))`` (k-space), added to every decoded estimate:
+                with ``residual = 1`` and no diffusion change the output is the start itself,
+                so detail the first stage cannot represent (the parallel-imaging detail of a
+                SENSE/CS start for a single-coil model) is not projected away. 0: none (the
+                single-coil default: there the projection of the CS start helps).
 
         Returns:
             Complex ``[B, C, H, W]`` k-space, equal to ``masked`` on every measured sample.
@@ -400,7 +417,12 @@ class KspaceLDMSampler:
         # The statistics are fitted once, on this first projection, then held fixed: refitting at
         # every step feeds back through the re-encoding and drifts (measured: the scale of one
         # channel fell to 0.4x its estimate over 20 steps while PSNR dropped 6 dB).
-        x0, stats = self._consistency(x0, y, m, stats, pad, options.refit, anchor, project)
+        k, stats = self._decoded(x0, y, m, stats, pad, options.refit, anchor)
+        bias = None
+        if residual > 0:  # the first stage's error on the start, k-space
+            bias = residual * ((y if start is None else start) - k)
+            k = k + bias
+        x0 = self._consistent_latent(k, y, m, stats, project)
         ts = torch.linspace(t0, 0, steps + 1).round().long().unique_consecutive().tolist()
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         zt = ac[ts[0]].sqrt() * x0 + (1 - ac[ts[0]]).sqrt() * noise
@@ -410,9 +432,11 @@ class KspaceLDMSampler:
                 x0 = self._guide(x0, y, m, stats, pad, guidance)
             if i + 1 == len(ts):
                 break  # the last estimate goes straight to the final k-space consistency
-            x0, _ = self._consistency(x0, y, m, stats, pad, False, anchor, project)
+            x0, _ = self._consistency(x0, y, m, stats, pad, False, anchor, project, bias)
             zt = self._ddim_update(x0, eps, ac[t], ac[ts[i + 1]], options.eta, generator)
-        k = self.norm.denormalize(self.decode(x0 / s, pad), stats).to(y.dtype)
+        k, _ = self._decoded(x0, y, m, stats, pad, False, anchor)
+        if bias is not None:
+            k = k + bias
         if final is not None:
             return final(k)
         return dc_project(k, y, m, 1.0)  # final hard data consistency: measured samples exact

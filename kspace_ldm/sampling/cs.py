@@ -63,12 +63,15 @@ CS_DEFAULTS = {
 # Multi-coil (C > 1, ESPIRiT maps, the SENSE model of cgs) overrides of the weight, chosen on the
 # 8-coil varied-geometry validation volumes that chose the coil-agnostic cgs settings (2 volumes x
 # 8 slices, `kldm data synth --val 2 --coils 8 --coil-geometry varied --seed 3001`) by
-#   .venv/bin/python scripts/tune_cs.py --data VAL8/multicoil_val --methods cs-wavelet,cs-tv
-#       --lams 0.001,0.003,0.01,0.03 --iters 200 --wavelets haar   (then cs-tv --lams 0.1)
-# (docs/cs_tuning_multicoil.md): cs-wavelet lam 0.01: 23.90 dB at 4x, 20.40 at 8x; cs-tv lam 0.03:
-# 23.74 / 20.74 (0.01: 22.57 / 20.53; 0.1: 20.89 / 16.37). The single-coil weights are far below
-# (lam 0.001: 14.31 / 14.22 for cs-wavelet): SENSE with little regularisation amplifies noise.
-CS_DEFAULTS_MULTICOIL = {"cs-wavelet": {"lam": 0.01}, "cs-tv": {"lam": 0.03}}
+#   .venv/bin/python scripts/tune_cs.py --data VAL8/multicoil_val --methods cs-wavelet
+#       --lams 0.003,0.005,0.01,0.02,0.03 --iters 200 --wavelets haar
+#   (cs-tv: --lams 0.01,0.03,0.1)
+# (docs/cs_tuning_multicoil.md), re-run 2026-12-03 for the ESPIRiT crop 0.6: cs-wavelet lam 0.005:
+# 26.78 dB at 4x, 19.49 at 8x (0.01: 26.09 / 19.87; 0.02: 25.07 / 19.94); cs-tv lam 0.01: 25.75 /
+# 19.77 (0.03: 23.91 / 20.00). With BART's crop 0.8 the choice was cs-wavelet 0.01 (23.90 / 20.40)
+# and cs-tv 0.03 (23.74 / 20.74). The single-coil weights are far below (lam 0.001: 14.31 / 14.22
+# for cs-wavelet): SENSE with little regularisation amplifies noise.
+CS_DEFAULTS_MULTICOIL = {"cs-wavelet": {"lam": 0.005}, "cs-tv": {"lam": 0.01}}
 
 
 def resolve_settings(method: str, options: CSOptions | None = None, coils: int = 1) -> dict:

@@ -14,6 +14,10 @@ the SENSE operator ``A x = M F (S x)``:
   measured columns stand in for the single-coil measurement wherever ``cgs`` needs one (the
   normalisation statistics and their refit, and the residual of ``guidance > 0``, which is
   therefore only approximate on this path; the default guidance is 0);
+* **kept first-stage error** (``residual``): the single-coil first stage cannot represent all of
+  the parallel-imaging detail of the CS start; ``residual * (start - D(E(start)))`` is added to
+  every decoded estimate (:meth:`~kspace_ldm.sampling.cgs.KspaceLDMSampler.cgs`), so the prior
+  changes the start rather than replacing it by its own projection;
 * **final prior-regularised solve** (``final_lam``, ``final_iters``) from the last estimate;
 * **final hard per-coil consistency**: the coil k-space ``F (S x)`` with every coil's measured
   samples replaced by the data (``kldm::dc_project``), so the output equals the measurement bit
@@ -43,6 +47,7 @@ SENSE_DEFAULTS = {
     "final_iters": 5,
     "start_lam": 0.5,
     "start_iters": 10,
+    "residual": 0.5,
 }
 
 
@@ -158,6 +163,7 @@ def coil_agnostic_sample(
     iters: int = SENSE_DEFAULTS["iters"],
     final_lam: float = SENSE_DEFAULTS["final_lam"],
     final_iters: int = SENSE_DEFAULTS["final_iters"],
+    residual: float = SENSE_DEFAULTS["residual"],
 ) -> torch.Tensor:
     """``cgs`` of a single-coil :class:`~kspace_ldm.sampling.cgs.KspaceLDMSampler` on multi-coil
     data (module docstring).
@@ -167,6 +173,7 @@ def coil_agnostic_sample(
         mask: bool sampling mask broadcastable to it.
         maps: ``[B|1, C, H, W]`` coil sensitivities (e.g. ESPIRiT).
         options: :class:`~kspace_ldm.sampling.cgs.SamplerOptions` (``samples`` averages).
+        residual: the kept fraction of the first stage's error on the start (module docstring).
 
     Returns:
         ``[B, C, H, W]`` coil k-space, equal to ``masked`` on every measured sample.
@@ -198,7 +205,14 @@ def coil_agnostic_sample(
     out = None
     for _ in range(max(1, options.samples)):
         k = sampler.cgs(
-            y_comb, m, options, generator, project=dc.project, final=dc.final, start=k_start
+            y_comb,
+            m,
+            options,
+            generator,
+            project=dc.project,
+            final=dc.final,
+            start=k_start,
+            residual=residual,
         )
         out = k if out is None else out + k
     return dc_project(out / max(1, options.samples), masked, m, 1.0)
