@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..physics.espirit import ESPIRIT_DEFAULTS
+
 __all__ = ["bart_available", "bart_ecalib", "bart_pics", "read_cfl", "write_cfl"]
 
 
@@ -109,8 +111,6 @@ def bart_ecalib(
     C, H, W = k.shape
     with tempfile.TemporaryDirectory(prefix="kldm_bart_") as tmp:
         write_cfl(f"{tmp}/k", np.transpose(k, (1, 2, 0))[:, :, None, :])
-        from ..physics.espirit import ESPIRIT_DEFAULTS
-
         crop = ESPIRIT_DEFAULTS["crop"] if crop is None else crop
         cmd = ["bart", "ecalib", "-m1", "-c", str(float(crop))]
         if kernel is not None:

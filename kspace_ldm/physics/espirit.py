@@ -3,9 +3,10 @@
 The semantics follow BART's ``ecalib`` with one set of maps (``ecalib -m1``); the defaults are
 BART's (kernel 6x6, calibration region at most 24x24, null-space threshold 0.001, phase rotated to
 the first principal component of the calibration data) except the eigenvalue crop: 0.6, not 0.8.
-With fastMRI-style calibration regions (4-8 ACS columns at 8x/4x of a 96-368 wide scan) the top
-eigenvalue falls below 0.8 inside the object, and maps cropped there cut tissue out of every SENSE
-reconstruction: on the 8-coil validation volumes (docs/results.md, "Multi-coil: the map crop"),
+With narrow calibration regions (the 4 / 8 ACS columns of fastMRI's 8x / 4x masks on the 96-wide
+synthetic scans) the top eigenvalue falls below 0.8 inside the object, and maps cropped there cut
+tissue out of every SENSE reconstruction: on the 8-coil validation volumes (docs/results.md,
+"Multi-coil: the ESPIRiT crop and the kept first-stage error"; scripts/sense_ceiling.py),
 the SENSE model of the *fully sampled* data, ``S S^H`` applied to the coil images, scores
 24.0 dB PSNR against the RSS target with crop 0.8, 29.7 with 0.6, 30.4 with none; 0.6 keeps the
 background noise outside the object cropped. Steps, per sample:
